@@ -1,0 +1,91 @@
+//! `cliente`: the tutorial's terminal client, with the ` -> ` prompt.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use mayusculas::client::{self, ClientError};
+use mayusculas::console::{init_logging, parse_args, HELP_TEMPLATE};
+use tokio::io::BufReader;
+
+/// Cliente del Tema 12: envía cada línea escrita al servidor y muestra la
+/// respuesta en MAYÚSCULAS.
+///
+/// Escriba un mensaje tras « -> » y pulse Intro; «q» o el fin de la entrada
+/// terminan. También funciona con la entrada redirigida:
+///   printf 'Hola\nq\n' | cliente
+#[derive(Debug, Parser)]
+#[command(
+    name = "cliente",
+    version,
+    help_template = HELP_TEMPLATE,
+    override_usage = "cliente [OPCIONES]",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Args {
+    /// Máquina del servidor (por defecto 127.0.0.1).
+    #[arg(
+        long,
+        value_name = "MÁQUINA",
+        default_value = "127.0.0.1",
+        hide_default_value = true
+    )]
+    host: String,
+
+    /// Puerto TCP del servidor (por defecto 5000).
+    #[arg(
+        long,
+        value_name = "PUERTO",
+        default_value_t = 5000,
+        hide_default_value = true
+    )]
+    port: u16,
+
+    /// Segundos de espera para conectar y para cada respuesta (por
+    /// defecto 30).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+
+    /// Muestra esta ayuda.
+    #[arg(short, long, action = ArgAction::Help)]
+    help: Option<bool>,
+
+    /// Muestra la versión.
+    #[arg(short = 'V', long, action = ArgAction::Version)]
+    version: Option<bool>,
+}
+
+fn main() -> ExitCode {
+    let args: Args = parse_args();
+    init_logging("warn");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: no se pudo iniciar: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(run(args));
+    // Standard input is read on a blocking thread that the runtime would
+    // otherwise wait for; nothing is pending on it once the conversation ends.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), ClientError> {
+    let patience = Duration::from_secs(args.timeout);
+    let server = client::connect(&args.host, args.port, patience).await?;
+    let input = BufReader::new(tokio::io::stdin());
+    client::converse(server, input, tokio::io::stdout(), patience).await
+}

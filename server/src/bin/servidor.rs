@@ -1,0 +1,143 @@
+//! `servidor`: the tutorial's uppercase TCP server, for many clients at once.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgAction, Parser};
+use mayusculas::console::{init_logging, parse_args, HELP_TEMPLATE};
+use mayusculas::server::{self, Config};
+use mayusculas::shutdown;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How long after Ctrl-C or SIGTERM the process exits, whatever is left.
+const EXIT_DEADLINE: Duration = Duration::from_millis(900);
+
+/// Servidor TCP del Tema 12: responde cada mensaje en MAYÚSCULAS.
+///
+/// Atiende a muchos clientes a la vez. La primera línea de la salida
+/// estándar indica la dirección en la que escucha; el registro (RUST_LOG,
+/// por defecto «info») va a la salida de errores.
+#[derive(Debug, Parser)]
+#[command(
+    name = "servidor",
+    version,
+    help_template = HELP_TEMPLATE,
+    override_usage = "servidor [OPCIONES]",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Args {
+    /// Dirección en la que escuchar (por defecto 127.0.0.1; 0.0.0.0 para
+    /// toda la red).
+    #[arg(
+        long,
+        value_name = "MÁQUINA",
+        default_value = "127.0.0.1",
+        hide_default_value = true
+    )]
+    host: String,
+
+    /// Puerto TCP (por defecto 5000); 0 elige uno libre.
+    #[arg(
+        long,
+        value_name = "PUERTO",
+        default_value_t = 5000,
+        hide_default_value = true
+    )]
+    port: u16,
+
+    /// Clientes atendidos a la vez (por defecto 10000); los demás esperan
+    /// su turno.
+    #[arg(long, value_name = "N", default_value_t = 10_000, hide_default_value = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// Segundos sin recibir nada tras los que se cierra una conexión (por
+    /// defecto 600).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 600, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+
+    /// Segundos que puede esperar un envío a un cliente que no lee (por
+    /// defecto 30).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    write_timeout: u64,
+
+    /// Caracteres de cada mensaje que se muestran en el registro (por
+    /// defecto 200).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 200,
+        hide_default_value = true
+    )]
+    log_preview: usize,
+
+    /// Muestra esta ayuda.
+    #[arg(short, long, action = ArgAction::Help)]
+    help: Option<bool>,
+
+    /// Muestra la versión.
+    #[arg(short = 'V', long, action = ArgAction::Version)]
+    version: Option<bool>,
+}
+
+fn main() -> ExitCode {
+    let args: Args = parse_args();
+    init_logging("info");
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(args: Args) -> anyhow::Result<()> {
+    raise_descriptor_limit();
+    let listener = server::bind(&args.host, args.port).await?;
+    let local = listener
+        .local_addr()
+        .context("no se pudo leer la dirección de escucha")?;
+    println!("Servidor escuchando en {local}");
+
+    let config = Config {
+        max_connections: args.max_connections as usize,
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        write_timeout: Duration::from_secs(args.write_timeout),
+        log_preview: args.log_preview,
+        ..Config::default()
+    };
+    let stop = CancellationToken::new();
+    let mut serving = tokio::spawn(server::serve(listener, config, stop.clone()));
+
+    tokio::select! {
+        signal = shutdown::signal() => {
+            let signal = signal.context("no se pudo instalar el manejador de señales")?;
+            info!("{signal}: el servidor deja de aceptar conexiones y se detiene");
+        }
+        ended = &mut serving => {
+            ended.context("el servidor terminó de forma inesperada")?;
+            return Ok(());
+        }
+    }
+    stop.cancel();
+    if tokio::time::timeout(EXIT_DEADLINE, serving).await.is_err() {
+        warn!("se cierran las conexiones que no terminaron a tiempo");
+    }
+    Ok(())
+}
+
+/// Ten thousand clients need ten thousand descriptors: take the hard limit
+/// where the soft one is lower.
+fn raise_descriptor_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => debug!("límite de descriptores: {limit}"),
+        Err(error) => warn!("no se pudo subir el límite de descriptores: {error}"),
+    }
+}

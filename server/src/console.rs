@@ -1,0 +1,202 @@
+//! How the binaries speak to the terminal, in the tutorial's Spanish: the log
+//! format, message previews for the log, and io errors in plain words.
+
+use std::fmt;
+use std::io;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+/// The `--help` layout shared by every binary, with Spanish headings.
+pub const HELP_TEMPLATE: &str = "\
+{before-help}{about-with-newline}
+Uso: {usage}
+
+Opciones:
+{options}{after-help}";
+
+/// Parses the command line like `T::parse`, but reports the common usage
+/// mistakes in Spanish. Exits with 0 after `--help`/`--version`, 2 on a
+/// usage error.
+pub fn parse_args<T: clap::Parser>() -> T {
+    T::try_parse().unwrap_or_else(|error| exit_on_usage_error(error))
+}
+
+fn exit_on_usage_error(error: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| match error.get(kind) {
+        Some(ContextValue::String(text)) => text.clone(),
+        _ => String::from("?"),
+    };
+    let message = match error.kind() {
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => format!(
+            "valor no válido «{}» para {}",
+            context(ContextKind::InvalidValue),
+            context(ContextKind::InvalidArg)
+        ),
+        ErrorKind::UnknownArgument => {
+            format!(
+                "argumento desconocido «{}»",
+                context(ContextKind::InvalidArg)
+            )
+        }
+        ErrorKind::ArgumentConflict => format!(
+            "{} no se puede usar junto con {}",
+            context(ContextKind::InvalidArg),
+            context(ContextKind::PriorArg)
+        ),
+        ErrorKind::NoEquals | ErrorKind::TooManyValues | ErrorKind::WrongNumberOfValues => {
+            format!("uso incorrecto de {}", context(ContextKind::InvalidArg))
+        }
+        _ => error.exit(),
+    };
+    eprintln!("error: {message}\n\nMás información: --help");
+    std::process::exit(2)
+}
+
+/// Sends `tracing` events to standard error, filtered by `RUST_LOG`, or by
+/// `default` when it is unset or invalid. Informational lines read like the
+/// tutorial's `print`s; warnings and errors carry a prefix.
+pub fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .event_format(TranscriptFormat)
+        .init();
+}
+
+/// Formats an event as its message and fields, with no timestamp or target,
+/// so the server console shows the tutorial's transcript.
+struct TranscriptFormat;
+
+impl<S, N> FormatEvent<S, N> for TranscriptFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let prefix = match *event.metadata().level() {
+            Level::ERROR => "error: ",
+            Level::WARN => "aviso: ",
+            Level::INFO => "",
+            Level::DEBUG | Level::TRACE => "depuración: ",
+        };
+        write!(writer, "{prefix}")?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// A message as the log shows it: decoded leniently, control characters
+/// escaped (a peer cannot forge log lines), one trailing newline dropped,
+/// and cut after `limit` characters with a note of the full size.
+pub struct Preview<'a> {
+    bytes: &'a [u8],
+    limit: usize,
+}
+
+/// Shows `bytes` in the log, cut after `limit` characters.
+pub fn preview(bytes: &[u8], limit: usize) -> Preview<'_> {
+    Preview { bytes, limit }
+}
+
+impl fmt::Display for Preview<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self
+            .bytes
+            .strip_suffix(b"\n")
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .unwrap_or(self.bytes);
+        let mut written = 0;
+        for chunk in shown.utf8_chunks() {
+            for character in chunk.valid().chars() {
+                if written == self.limit {
+                    return write!(f, "… ({} bytes en total)", self.bytes.len());
+                }
+                if character.is_control() {
+                    write!(f, "{}", character.escape_default())?;
+                } else {
+                    write!(f, "{character}")?;
+                }
+                written += 1;
+            }
+            for byte in chunk.invalid() {
+                if written == self.limit {
+                    return write!(f, "… ({} bytes en total)", self.bytes.len());
+                }
+                write!(f, "\\x{byte:02X}")?;
+                written += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An io error in Spanish where the cause is a common one, else as the
+/// system words it.
+pub fn describe_io(error: &io::Error) -> String {
+    let words = match error.kind() {
+        io::ErrorKind::ConnectionRefused => "conexión rechazada (¿está en marcha el servidor?)",
+        io::ErrorKind::ConnectionReset => "el otro extremo reinició la conexión",
+        io::ErrorKind::ConnectionAborted => "conexión abortada",
+        io::ErrorKind::BrokenPipe => "el otro extremo cerró la conexión",
+        io::ErrorKind::TimedOut => "se agotó el tiempo de espera",
+        io::ErrorKind::AddrInUse => "la dirección ya está en uso",
+        io::ErrorKind::AddrNotAvailable => "la dirección no pertenece a esta máquina",
+        io::ErrorKind::PermissionDenied => "permiso denegado",
+        io::ErrorKind::HostUnreachable => "no se puede llegar a la máquina",
+        io::ErrorKind::NetworkUnreachable => "no se puede llegar a la red",
+        _ => return error.to_string(),
+    };
+    match error.raw_os_error() {
+        Some(code) => format!("{words} (error del sistema {code})"),
+        None => words.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_drops_one_trailing_newline() {
+        assert_eq!(preview(b"Hola\n", 80).to_string(), "Hola");
+        assert_eq!(preview(b"Hola\r\n", 80).to_string(), "Hola");
+        assert_eq!(preview(b"Hola", 80).to_string(), "Hola");
+    }
+
+    #[test]
+    fn preview_escapes_control_characters_and_invalid_bytes() {
+        assert_eq!(
+            preview(b"a\nb\x1b[31m\xFF", 80).to_string(),
+            "a\\nb\\u{1b}[31m\\xFF"
+        );
+    }
+
+    #[test]
+    fn preview_cuts_long_messages() {
+        let long = "ñ".repeat(1000);
+        let shown = preview(long.as_bytes(), 5).to_string();
+        assert_eq!(shown, "ñññññ… (2000 bytes en total)");
+    }
+
+    #[test]
+    fn io_errors_in_spanish() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            describe_io(&refused),
+            "conexión rechazada (¿está en marcha el servidor?)"
+        );
+        let other = io::Error::other("algo raro");
+        assert_eq!(describe_io(&other), "algo raro");
+    }
+}

@@ -1,0 +1,12 @@
+//! The tutorial's uppercase sockets system ("Tema 12. Sockets"), in Rust.
+//!
+//! - [`upcase`]: the pure stream transform every message goes through;
+//! - [`server`]: the TCP server behind the `servidor` binary;
+//! - [`client`]: the line-based conversation behind the `cliente` binary;
+//! - [`console`]: how the binaries speak to the terminal (logs, previews).
+
+pub mod client;
+pub mod console;
+pub mod server;
+pub mod shutdown;
+pub mod upcase;

@@ -1,0 +1,363 @@
+//! The TCP server behind `servidor`: a listener that accepts within a
+//! connection limit, and one task per client that answers every read in
+//! uppercase.
+//!
+//! Unlike the tutorial's server it serves many clients at once, never cuts a
+//! message, and keeps the memory of each connection bounded: a connection
+//! holds no buffer while idle, reads at most [`Config::read_size`] bytes at a
+//! time, and does not read again until the answer to the last read is sent,
+//! so a client that does not read its answers stops being read (backpressure)
+//! without slowing anyone else.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::console::{describe_io, preview};
+use crate::upcase::Upcase;
+
+/// How the server treats its clients.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Clients served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection whose answer cannot be sent for this long (the client
+    /// does not read) is closed.
+    pub write_timeout: Duration,
+    /// On shutdown, how long a connection may take to send what is already
+    /// transformed.
+    pub shutdown_grace: Duration,
+    /// The most bytes read from a client at once.
+    pub read_size: usize,
+    /// Characters of each message shown in the log.
+    pub log_preview: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_millis(500),
+            read_size: 32 * 1024,
+            log_preview: 200,
+        }
+    }
+}
+
+/// Connections waiting to be accepted, beyond those being served.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Pauses after a failed `accept` (out of descriptors, say): short at first,
+/// so a passing shortage costs little, then longer, so a lasting one does not
+/// spin or flood the log.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Why the server could not start listening.
+#[derive(Debug, Error)]
+pub enum BindError {
+    /// The host name could not be resolved.
+    #[error("no se pudo resolver «{host}»: {}", describe_io(.source))]
+    Resolve {
+        /// The name given.
+        host: String,
+        /// What the resolver said.
+        source: io::Error,
+    },
+    /// The host name resolved to no address.
+    #[error("«{host}» no corresponde a ninguna dirección")]
+    NoAddress {
+        /// The name given.
+        host: String,
+    },
+    /// No address could be bound.
+    #[error("no se pudo escuchar en {addr}: {}", describe_io(.source))]
+    Bind {
+        /// The last address tried.
+        addr: SocketAddr,
+        /// Why the system refused it.
+        source: io::Error,
+    },
+}
+
+/// Opens a listening socket on `host:port` (port 0 takes a free port).
+///
+/// `SO_REUSEADDR` is set so that a restarted server can take its port back
+/// while old connections are still in `TIME_WAIT`.
+pub async fn bind(host: &str, port: u16) -> Result<TcpListener, BindError> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| BindError::Resolve {
+            host: host.to_string(),
+            source,
+        })?;
+    let mut last_error = None;
+    for addr in addrs {
+        match listen_on(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(source) => last_error = Some(BindError::Bind { addr, source }),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| BindError::NoAddress {
+        host: host.to_string(),
+    }))
+}
+
+fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves clients from `listener` until `shutdown` is cancelled, then stops
+/// accepting and returns once every connection has closed (each gets
+/// [`Config::shutdown_grace`] to deliver what it has transformed).
+///
+/// Errors never end the server: a failed `accept` is logged and retried, and
+/// a connection's error ends only that connection.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) {
+    let config = Arc::new(config);
+    let connections = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let mut accept_pause = ACCEPT_PAUSE_MIN;
+    let mut next_id: u64 = 1;
+
+    loop {
+        // The permit is taken before `accept`, so that past the limit new
+        // clients wait in the kernel's backlog rather than in our memory.
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                accept_pause = ACCEPT_PAUSE_MIN;
+                let connection = Connection {
+                    id: next_id,
+                    peer,
+                    stream,
+                    config: Arc::clone(&config),
+                    shutdown: shutdown.clone(),
+                    traffic: Traffic::default(),
+                };
+                next_id += 1;
+                connections.spawn(async move {
+                    connection.run().await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                warn!(
+                    "no se pudo aceptar una conexión: {}; se reintenta en {} ms",
+                    describe_io(&error),
+                    accept_pause.as_millis()
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = sleep(accept_pause) => {}
+                }
+                accept_pause = (accept_pause * 2).min(ACCEPT_PAUSE_MAX);
+            }
+        }
+    }
+
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// Bytes counted on one connection, for the closing log line.
+#[derive(Debug, Default)]
+struct Traffic {
+    received: u64,
+    sent: u64,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Ending {
+    ClientClosed,
+    Shutdown,
+    IdleTimeout(Duration),
+    WriteTimeout(Duration),
+    Failed(io::Error),
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::ClientClosed => write!(f, "el cliente cerró la conexión"),
+            Ending::Shutdown => write!(f, "el servidor se detiene"),
+            Ending::IdleTimeout(after) => {
+                write!(f, "sin actividad durante {} s", after.as_secs())
+            }
+            Ending::WriteTimeout(after) => write!(
+                f,
+                "el cliente no leyó la respuesta en {} s",
+                after.as_secs()
+            ),
+            Ending::Failed(error) => write!(f, "{}", describe_io(error)),
+        }
+    }
+}
+
+/// One client, served by its own task.
+struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    stream: TcpStream,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    traffic: Traffic,
+}
+
+impl Connection {
+    async fn run(mut self) {
+        info!("[#{}] Conexión desde: {}", self.id, self.peer);
+        let ending = self.converse().await;
+        info!(
+            "[#{}] Conexión cerrada: {} ({} bytes recibidos, {} enviados)",
+            self.id, ending, self.traffic.received, self.traffic.sent
+        );
+    }
+
+    /// Reads, transforms and answers until the client or the server ends
+    /// the conversation.
+    async fn converse(&mut self) -> Ending {
+        let mut upcase = Upcase::new();
+        loop {
+            let ready = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return self.close(&mut upcase, Ending::Shutdown).await,
+                ready = timeout(self.config.idle_timeout, self.stream.readable()) => ready,
+            };
+            match ready {
+                Err(_elapsed) => {
+                    let ending = Ending::IdleTimeout(self.config.idle_timeout);
+                    return self.close(&mut upcase, ending).await;
+                }
+                Ok(Err(error)) => return Ending::Failed(error),
+                Ok(Ok(())) => {}
+            }
+
+            // Allocated only once data is there, so idle clients hold no
+            // buffer at all.
+            let mut input = Vec::with_capacity(self.config.read_size);
+            match self.stream.try_read_buf(&mut input) {
+                Ok(0) => return self.close(&mut upcase, Ending::ClientClosed).await,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Ending::Failed(error),
+            }
+            self.traffic.received += input.len() as u64;
+
+            let mut output = Vec::new();
+            upcase.feed(&input, &mut output);
+            info!(
+                "[#{}] desde el usuario conectado: {}",
+                self.id,
+                preview(&input, self.config.log_preview)
+            );
+            if !output.is_empty() {
+                info!(
+                    "[#{}] enviando: {}",
+                    self.id,
+                    preview(&output, self.config.log_preview)
+                );
+            }
+            if let Err(ending) = self.deliver(&output).await {
+                return ending;
+            }
+        }
+    }
+
+    /// Sends `bytes` whole, unless the client stops reading for longer than
+    /// the write timeout, or the server is stopping and the grace runs out.
+    async fn deliver(&mut self, bytes: &[u8]) -> Result<(), Ending> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let grace = self.config.shutdown_grace;
+        let shutdown = &self.shutdown;
+        let grace_over = async {
+            shutdown.cancelled().await;
+            sleep(grace).await;
+        };
+        let write_timeout = self.config.write_timeout;
+        let written = tokio::select! {
+            written = timeout(write_timeout, self.stream.write_all(bytes)) => written,
+            _ = grace_over => return Err(Ending::Shutdown),
+        };
+        match written {
+            Ok(Ok(())) => {
+                self.traffic.sent += bytes.len() as u64;
+                Ok(())
+            }
+            Ok(Err(error)) => Err(Ending::Failed(error)),
+            Err(_elapsed) => Err(Ending::WriteTimeout(write_timeout)),
+        }
+    }
+
+    /// Ends the conversation without losing a byte: the held tail of an
+    /// incomplete character goes out unchanged, then the write side is shut
+    /// so the client sees the end of its answers.
+    async fn close(&mut self, upcase: &mut Upcase, ending: Ending) -> Ending {
+        let mut tail = Vec::new();
+        upcase.finish(&mut tail);
+        if let Err(failed) = self.deliver(&tail).await {
+            return failed;
+        }
+        let grace = self.config.shutdown_grace;
+        if let Ok(Err(error)) = timeout(grace, self.stream.shutdown()).await {
+            return Ending::Failed(error);
+        }
+        if !matches!(ending, Ending::ClientClosed) {
+            // The client may still be sending. Closing with unread input
+            // makes the kernel send RST, which can destroy answers the client
+            // has not read yet, so read and discard until it closes too.
+            self.drain_until(Instant::now() + grace).await;
+        }
+        ending
+    }
+
+    async fn drain_until(&mut self, deadline: Instant) {
+        let mut scrap = [0u8; 4096];
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.readable()).await {
+            match self.stream.try_read(&mut scrap) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}

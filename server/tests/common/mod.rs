@@ -1,0 +1,206 @@
+//! Running the real binaries in tests: a `servidor` on a free port with its
+//! log captured, `cliente` with piped input, and deadlines for every wait.
+
+#![allow(dead_code)] // each test file uses its own part of this
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The longest any single step of a test may take.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Awaits `future`, failing the test if it takes longer than `limit`.
+pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+pub fn servidor_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_servidor")
+}
+
+pub fn cliente_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_cliente")
+}
+
+/// The tutorial's own Python programs, kept beside the workspace's tests.
+pub fn tutorial_program(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/tutorial")
+        .join(name)
+}
+
+/// A running process whose first stdout line named its address, with the
+/// rest of its output collected. Killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Running {
+    /// Starts `program args…` and waits for it to print its address: the
+    /// last word of its first stdout line.
+    pub async fn start(program: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        within(PATIENCE, "the address line", stdout.read_line(&mut first))
+            .await
+            .unwrap();
+        let addr = first
+            .split_whitespace()
+            .last()
+            .and_then(|word| word.parse().ok())
+            .unwrap_or_else(|| panic!("no address in first line {first:?}"));
+        collect(stdout, Arc::clone(&log));
+        collect(
+            BufReader::new(child.stderr.take().unwrap()),
+            Arc::clone(&log),
+        );
+        Running { child, addr, log }
+    }
+
+    /// Everything printed after the address line, stdout and stderr mixed.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let waiting = async {
+            while !self.log().contains(needle) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(PATIENCE, waiting).await.is_err() {
+            panic!("log never showed {needle:?}; it holds:\n{}", self.log());
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        within(limit, "the process to exit", self.child.wait())
+            .await
+            .unwrap()
+    }
+}
+
+fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    mut reader: BufReader<R>,
+    log: Arc<Mutex<String>>,
+) {
+    tokio::spawn(async move {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => log
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&line)),
+            }
+        }
+    });
+}
+
+/// Starts `servidor --port 0` with extra arguments and environment.
+pub async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut all = vec!["--port", "0"];
+    all.extend_from_slice(args);
+    Running::start(servidor_exe(), &all, env).await
+}
+
+/// What a finished program printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program args…` with `input` on stdin, to completion.
+pub async fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> Finished {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Fed from its own task: a large input must not block reading the output.
+    tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let output = within(PATIENCE, program, child.wait_with_output())
+        .await
+        .unwrap();
+    Finished {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Sends one message and reads until the answer's newline.
+pub async fn round_trip(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    stream.write_all(message).await.unwrap();
+    read_line(stream).await
+}
+
+/// Reads bytes up to and including the next `\n`.
+pub async fn read_line(stream: &mut TcpStream) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let read = within(PATIENCE, "an answer", stream.read(&mut byte))
+            .await
+            .unwrap();
+        assert!(read > 0, "connection closed after {answer:?}");
+        answer.push(byte[0]);
+        if byte[0] == b'\n' {
+            return answer;
+        }
+    }
+}
+
+/// Reads until the peer closes.
+pub async fn read_to_end(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut all = Vec::new();
+    within(PATIENCE, "end of stream", stream.read_to_end(&mut all)).await?;
+    Ok(all)
+}
