@@ -1,6 +1,7 @@
 //! The tutorial's uppercase sockets system ("Tema 12. Sockets"), in Rust.
 //!
 //! - [`upcase`]: the pure stream transform every message goes through;
+//! - [`utf8_stream`]: cutting a byte stream into characters and stray bytes;
 //! - [`server`]: the TCP server behind the `servidor` binary;
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
 //! - [`console`]: how the binaries speak to the terminal (logs, previews).
@@ -10,3 +11,4 @@ pub mod console;
 pub mod server;
 pub mod shutdown;
 pub mod upcase;
+pub mod utf8_stream;

@@ -14,22 +14,20 @@
 //! - [`Upcase::finish`] flushes an incomplete tail unchanged.
 //!
 //! Feeding any input in any split gives exactly the bytes feeding it whole
-//! gives.
+//! gives. The cutting into characters is [`crate::utf8_stream`]'s job.
+
+use crate::utf8_stream::{Piece, Utf8Stream, MAX_PENDING};
 
 /// No character's full uppercase mapping takes more than three times the
 /// bytes of the character itself (`ΐ`, 2 bytes, becomes 3 two-byte
 /// characters), so `MAX_GROWTH * input.len()` bounds one call's output.
 pub const MAX_GROWTH: usize = 3;
 
-/// The longest prefix of a UTF-8 character that can be waiting for more bytes.
-const MAX_PENDING: usize = 3;
-
 /// A streaming uppercaser. Feed it chunks with [`Upcase::feed`], then call
 /// [`Upcase::finish`] at end of stream.
 #[derive(Debug, Default, Clone)]
 pub struct Upcase {
-    pending: [u8; MAX_PENDING],
-    pending_len: usize,
+    decoder: Utf8Stream,
 }
 
 impl Upcase {
@@ -40,78 +38,28 @@ impl Upcase {
 
     /// The bytes of an incomplete character held back from the last call.
     pub fn pending(&self) -> &[u8] {
-        &self.pending[..self.pending_len]
+        self.decoder.pending()
     }
 
     /// Transforms `input`, appending to `out` everything that can be decided
     /// now. At most 3 trailing bytes of an incomplete character are held for
     /// the next call.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        out.reserve(input.len() + self.pending_len);
-        let rest = self.complete_pending(input, out);
-        let Some(rest) = rest else { return };
-
-        let mut chunks = rest.utf8_chunks().peekable();
-        while let Some(chunk) = chunks.next() {
-            upcase_str(chunk.valid(), out);
-            let invalid = chunk.invalid();
-            if chunks.peek().is_none() && is_incomplete(invalid) {
-                self.hold(invalid);
-            } else {
-                out.extend_from_slice(invalid);
-            }
-        }
+        out.reserve(input.len() + MAX_PENDING);
+        self.decoder.feed(input, |piece| emit_upper(piece, out));
     }
 
     /// Ends the stream: an incomplete character held back is written out
     /// unchanged, and the transform is ready for a new stream.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.pending());
-        self.pending_len = 0;
+        self.decoder.finish(|piece| emit_upper(piece, out));
     }
+}
 
-    /// Resolves the held prefix with the first bytes of `input`. Returns the
-    /// part of `input` still to transform, or `None` when all of it went into
-    /// the held prefix.
-    fn complete_pending<'a>(&mut self, input: &'a [u8], out: &mut Vec<u8>) -> Option<&'a [u8]> {
-        if self.pending_len == 0 {
-            return Some(input);
-        }
-        let held = self.pending_len;
-        let wanted = utf8_width(self.pending[0]) - held;
-        let take = wanted.min(input.len());
-        let mut joined = [0u8; 4];
-        joined[..held].copy_from_slice(self.pending());
-        joined[held..held + take].copy_from_slice(&input[..take]);
-        let joined = &joined[..held + take];
-
-        match std::str::from_utf8(joined) {
-            Ok(character) => {
-                upcase_str(character, out);
-                self.pending_len = 0;
-                Some(&input[take..])
-            }
-            Err(error) => match error.error_len() {
-                // Still a valid prefix, and `input` is used up.
-                None => {
-                    self.hold(joined);
-                    None
-                }
-                // The held prefix cannot complete: those bytes (and any of
-                // `input` that extended them) pass through as they are.
-                Some(invalid_len) => {
-                    out.extend_from_slice(&joined[..invalid_len]);
-                    self.pending_len = 0;
-                    Some(&input[invalid_len - held..])
-                }
-            },
-        }
-    }
-
-    fn hold(&mut self, bytes: &[u8]) {
-        debug_assert!(bytes.len() <= MAX_PENDING);
-        self.pending[..bytes.len()].copy_from_slice(bytes);
-        self.pending_len = bytes.len();
+fn emit_upper(piece: Piece<'_>, out: &mut Vec<u8>) {
+    match piece {
+        Piece::Text(text) => upcase_str(text, out),
+        Piece::Invalid(bytes) => out.extend_from_slice(bytes),
     }
 }
 
@@ -176,39 +124,18 @@ fn ascii_prefix_len(bytes: &[u8]) -> usize {
     at + bytes[at..].iter().take_while(|b| b.is_ascii()).count()
 }
 
-/// The length a UTF-8 sequence starting with `lead` has when complete.
-fn utf8_width(lead: u8) -> usize {
-    match lead {
-        0xC0..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF7 => 4,
-        _ => 1,
-    }
-}
-
-/// Whether `bytes`, found at the very end of the input, is the start of a
-/// character that more bytes could still complete.
-fn is_incomplete(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && matches!(std::str::from_utf8(bytes), Err(error) if error.error_len().is_none())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::utf8_stream::tests::{mixed_bytes, pieces_of};
     use proptest::prelude::*;
 
     fn feed_in_pieces(input: &[u8], cuts: &[usize]) -> Vec<u8> {
         let mut transform = Upcase::new();
         let mut out = Vec::new();
-        let mut start = 0;
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-        cuts.sort_unstable();
-        for cut in cuts {
-            transform.feed(&input[start..cut], &mut out);
-            start = cut;
+        for part in pieces_of(input, cuts) {
+            transform.feed(part, &mut out);
         }
-        transform.feed(&input[start..], &mut out);
         transform.finish(&mut out);
         out
     }
@@ -299,19 +226,6 @@ mod tests {
                 assert_eq!(ascii_prefix_len(&bytes), high, "len {len}");
             }
         }
-    }
-
-    /// Text that mixes ASCII, multi-byte characters and invalid bytes, so
-    /// that random cuts land inside characters often.
-    fn mixed_bytes() -> impl Strategy<Value = Vec<u8>> {
-        let piece = prop_oneof![
-            "[a-zA-Z \n]{0,12}".prop_map(String::into_bytes),
-            "[ñáéßﬁΐσςж中😀]{0,6}".prop_map(String::into_bytes),
-            any::<char>().prop_map(|c| c.to_string().into_bytes()),
-            prop::collection::vec(any::<u8>(), 0..6),
-            prop::collection::vec(0x80u8..=0xFF, 0..4),
-        ];
-        prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
     }
 
     proptest! {
