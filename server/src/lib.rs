@@ -3,9 +3,11 @@
 //! - [`upcase`]: the pure stream transform every message goes through;
 //! - [`utf8_stream`]: cutting a byte stream into characters and stray bytes;
 //! - [`server`]: the TCP server behind the `servidor` binary;
+//! - [`accept`]: accepting within a limit, retrying on errors;
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
 //! - [`console`]: how the binaries speak to the terminal (logs, previews).
 
+pub mod accept;
 pub mod client;
 pub mod console;
 pub mod server;

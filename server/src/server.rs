@@ -18,12 +18,12 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::accept::Acceptor;
 use crate::console::{describe_io, preview};
 use crate::upcase::Upcase;
 
@@ -61,12 +61,6 @@ impl Default for Config {
 
 /// Connections waiting to be accepted, beyond those being served.
 const LISTEN_BACKLOG: u32 = 1024;
-
-/// Pauses after a failed `accept` (out of descriptors, say): short at first,
-/// so a passing shortage costs little, then longer, so a lasting one does not
-/// spin or flood the log.
-const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
-const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Why the server could not start listening.
 #[derive(Debug, Error)]
@@ -133,64 +127,32 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
 /// accepting and returns once every connection has closed (each gets
 /// [`Config::shutdown_grace`] to deliver what it has transformed).
 ///
-/// Errors never end the server: a failed `accept` is logged and retried, and
-/// a connection's error ends only that connection.
+/// Errors never end the server: a failed `accept` is logged and retried (see
+/// [`Acceptor`]), and a connection's error ends only that connection.
 pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) {
     let config = Arc::new(config);
     let connections = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    let mut accept_pause = ACCEPT_PAUSE_MIN;
+    let mut acceptor = Acceptor::new(listener, config.max_connections);
     let mut next_id: u64 = 1;
 
-    loop {
-        // The permit is taken before `accept`, so that past the limit new
-        // clients wait in the kernel's backlog rather than in our memory.
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => break,
-            },
+    while let Some(accepted) = acceptor.next(&shutdown).await {
+        let connection = Connection {
+            id: next_id,
+            peer: accepted.peer,
+            stream: accepted.stream,
+            config: Arc::clone(&config),
+            shutdown: shutdown.clone(),
+            traffic: Traffic::default(),
         };
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                accept_pause = ACCEPT_PAUSE_MIN;
-                let connection = Connection {
-                    id: next_id,
-                    peer,
-                    stream,
-                    config: Arc::clone(&config),
-                    shutdown: shutdown.clone(),
-                    traffic: Traffic::default(),
-                };
-                next_id += 1;
-                connections.spawn(async move {
-                    connection.run().await;
-                    drop(permit);
-                });
-            }
-            Err(error) => {
-                warn!(
-                    "no se pudo aceptar una conexión: {}; se reintenta en {} ms",
-                    describe_io(&error),
-                    accept_pause.as_millis()
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = sleep(accept_pause) => {}
-                }
-                accept_pause = (accept_pause * 2).min(ACCEPT_PAUSE_MAX);
-            }
-        }
+        next_id += 1;
+        let permit = accepted.permit;
+        connections.spawn(async move {
+            connection.run().await;
+            drop(permit);
+        });
     }
 
-    drop(listener);
+    drop(acceptor);
     connections.close();
     connections.wait().await;
 }

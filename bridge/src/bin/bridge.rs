@@ -1,0 +1,227 @@
+//! `bridge`: WebSocket ⇄ TCP bridge that also serves the page, so a browser
+//! can be a client of `servidor`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bridge::origin::OriginPolicy;
+use bridge::routes::App;
+use bridge::session::SessionConfig;
+use bridge::{listener, tls};
+use clap::{ArgAction, Parser};
+use mayusculas::accept::Acceptor;
+use mayusculas::console::{init_logging, parse_args, HELP_TEMPLATE};
+use mayusculas::{server, shutdown};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long after Ctrl-C or SIGTERM the process exits, whatever is left.
+const EXIT_DEADLINE: Duration = Duration::from_millis(1500);
+/// The most bytes read from the target at once: one message at most.
+const READ_SIZE: usize = 16 * 1024;
+/// HTTP connections (page files, handshakes in progress) beside sessions.
+const HTTP_CONNECTIONS: usize = 1024;
+
+/// Puente WebSocket ⇄ TCP del Tema 12: deja que una página web sea cliente
+/// del servidor.
+///
+/// En un solo puerto: GET /ws abre una sesión WebSocket, cada una con su
+/// propia conexión TCP al servidor fijado con --target; GET /healthz dice si
+/// el servidor acepta conexiones; el resto son los ficheros de la página
+/// (--web). Solo se admiten las páginas del propio puente, los clientes que
+/// no son navegadores y los orígenes de --allow-origin.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bridge",
+    version,
+    help_template = HELP_TEMPLATE,
+    override_usage = "bridge [OPCIONES]",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Args {
+    /// Dirección y puerto en los que escuchar (por defecto 127.0.0.1:8080;
+    /// puerto 0 elige uno libre).
+    #[arg(long, value_name = "MÁQUINA:PUERTO", default_value = "127.0.0.1:8080", hide_default_value = true)]
+    listen: String,
+
+    /// Servidor TCP al que conecta cada sesión (por defecto 127.0.0.1:5000).
+    #[arg(long, value_name = "MÁQUINA:PUERTO", default_value = "127.0.0.1:5000", hide_default_value = true)]
+    target: String,
+
+    /// Carpeta de la página construida (p. ej. dist); sin ella no se sirve
+    /// ninguna página.
+    #[arg(long, value_name = "DIR")]
+    web: Option<PathBuf>,
+
+    /// Origen de páginas admitido además del propio (repetible; «*» admite
+    /// cualquiera, con el riesgo que eso supone).
+    #[arg(long = "allow-origin", value_name = "ORIGEN")]
+    allow_origins: Vec<String>,
+
+    /// Certificado PEM para servir https y wss (con --tls-key).
+    #[arg(long, value_name = "FICHERO", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// Clave privada PEM del certificado (con --tls-cert).
+    #[arg(long, value_name = "FICHERO", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Sesiones abiertas a la vez (por defecto 5000); más allá, HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = 5000, hide_default_value = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: u32,
+
+    /// Tamaño máximo de un mensaje del cliente en bytes (por defecto
+    /// 1048576, 1 MiB); más grande, se cierra con 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024, hide_default_value = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_message: u32,
+
+    /// Segundos para completar el saludo TLS y HTTP (por defecto 10).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 10, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    handshake_timeout: u64,
+
+    /// Segundos de silencio tras los que se hace ping al cliente; sin
+    /// respuesta en otro tanto, se le da por perdido (por defecto 30).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    ping_interval: u64,
+
+    /// Segundos que, cerrado un lado, se sigue entregando lo que envía el
+    /// otro (por defecto 2).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 2, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    close_grace: u64,
+
+    /// Segundos de espera al conectar con el servidor (por defecto 5).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 5, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    connect_timeout: u64,
+
+    /// Muestra esta ayuda.
+    #[arg(short, long, action = ArgAction::Help)]
+    help: Option<bool>,
+
+    /// Muestra la versión.
+    #[arg(short = 'V', long, action = ArgAction::Version)]
+    version: Option<bool>,
+}
+
+fn main() -> ExitCode {
+    let args: Args = parse_args();
+    init_logging("info");
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(args: Args) -> anyhow::Result<()> {
+    let origins = OriginPolicy::new(&args.allow_origins).map_err(anyhow::Error::msg)?;
+    if origins.allows_any() {
+        warn!("--allow-origin '*': cualquier página web puede usar este puente");
+    }
+    if let Some(web) = &args.web {
+        if !web.is_dir() {
+            bail!("la carpeta de la página {} no existe", web.display());
+        }
+        if !web.join("index.html").is_file() {
+            warn!("{} no tiene index.html", web.display());
+        }
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let (host, port) = split_host_port(&args.listen)
+        .with_context(|| format!("--listen «{}» no es MÁQUINA:PUERTO", args.listen))?;
+    if split_host_port(&args.target).is_none() {
+        bail!("--target «{}» no es MÁQUINA:PUERTO", args.target);
+    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+
+    let listener = server::bind(host, port).await?;
+    let local = listener
+        .local_addr()
+        .context("no se pudo leer la dirección de escucha")?;
+    println!("Puente escuchando en {local}");
+    let (http, ws) = if tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    match &args.web {
+        Some(web) => println!("Página: {http}://{local}/ ({})", web.display()),
+        None => println!("Sin página (use --web DIR)"),
+    }
+    println!("WebSocket: {ws}://{local}/ws → servidor {}", args.target);
+
+    let stop = CancellationToken::new();
+    let max_message = args.max_message as usize;
+    let session = SessionConfig {
+        target: args.target,
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        ping_interval: Duration::from_secs(args.ping_interval),
+        close_grace: Duration::from_secs(args.close_grace),
+        read_size: READ_SIZE,
+        max_message,
+    };
+    let websocket = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 * 1024)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let max_sessions = args.max_sessions as usize;
+    let app = Arc::new(App::new(
+        session,
+        origins,
+        max_sessions,
+        websocket,
+        args.web,
+        stop.clone(),
+    ));
+    let acceptor = Acceptor::new(listener, max_sessions + HTTP_CONNECTIONS);
+    let handshake = Duration::from_secs(args.handshake_timeout);
+    let mut serving = tokio::spawn(listener::serve(acceptor, Arc::clone(&app), tls, handshake));
+
+    tokio::select! {
+        signal = shutdown::signal() => {
+            let signal = signal.context("no se pudo instalar el manejador de señales")?;
+            info!("{signal}: el puente deja de aceptar conexiones y cierra las sesiones");
+        }
+        ended = &mut serving => {
+            ended.context("el puente terminó de forma inesperada")?;
+            return Ok(());
+        }
+    }
+    stop.cancel();
+    app.tracker.close();
+    let everything = async {
+        let _ = serving.await;
+        app.tracker.wait().await;
+    };
+    if tokio::time::timeout(EXIT_DEADLINE, everything).await.is_err() {
+        warn!("se cierran las sesiones que no terminaron a tiempo");
+    }
+    Ok(())
+}
+
+/// Splits `host:port`, with IPv6 hosts in brackets (`[::1]:8080`).
+fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
+}

@@ -1,0 +1,620 @@
+//! One WebSocket session: one browser (or other client) ⇄ one new TCP
+//! connection to the bridge's fixed target.
+//!
+//! The two directions run concurrently, each with its own backpressure: a
+//! slow browser stops reads from the target, a slow target stops reads from
+//! the browser, and neither blocks the other direction (which would deadlock
+//! with a server that, like `servidor`, answers before it reads again).
+//!
+//! - *upstream*: client messages → their payloads written verbatim to the
+//!   target; it also pings an idle client and reports a dead one;
+//! - *downstream*: target bytes → messages of the type the client last used
+//!   (see [`crate::framing`]); it alone writes data to the WebSocket.
+//!
+//! Closing loses nothing: when the target closes, everything it sent is
+//! delivered before close 1000; when the client closes, the target's write
+//! half is shut and what the target still sends within the grace period is
+//! delivered before the close handshake is answered.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use mayusculas::console::describe_io;
+
+use crate::framing::{Framer, Kind, Payload};
+
+/// How sessions behave; shared by all of them.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// `host:port` of the TCP server every session connects to.
+    pub target: String,
+    /// How long connecting to the target may take.
+    pub connect_timeout: Duration,
+    /// A client silent this long is pinged; silent as long again, dropped.
+    pub ping_interval: Duration,
+    /// After one side closes, how long the other may still deliver.
+    pub close_grace: Duration,
+    /// The most bytes read from the target at once (one message at most).
+    pub read_size: usize,
+    /// The largest message a client may send, for the close reason.
+    pub max_message: usize,
+}
+
+/// Bytes and the close, for the session's closing log line.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes from the client to the target.
+    pub up: AtomicU64,
+    /// Bytes from the target to the client.
+    pub down: AtomicU64,
+}
+
+/// How a session ended, as the log tells it.
+#[derive(Debug)]
+pub struct Ending {
+    /// The close code sent to the client, if one was.
+    pub code: Option<u16>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{code} «{}»", self.reason),
+            None => write!(f, "{}", self.reason),
+        }
+    }
+}
+
+/// Messages from upstream to downstream, which owns the sending side.
+enum Control<S> {
+    /// Ping the client: it has been silent.
+    Ping,
+    /// Close with this code and reason.
+    Close(CloseCode, String),
+    /// The client sent its close; here is the receiving half back, so the
+    /// remaining output can still be delivered before the handshake ends.
+    ClientClosed(SplitStream<WebSocketStream<S>>),
+}
+
+/// Runs one session to its end over an accepted WebSocket.
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    id: u64,
+    peer: SocketAddr,
+    config: Arc<SessionConfig>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    info!("[ws#{id}] sesión abierta desde {peer} hacia {}", config.target);
+    let traffic = Traffic::default();
+    let ending = bridge(ws, &config, &traffic, &shutdown).await;
+    info!(
+        "[ws#{id}] sesión cerrada: {ending} ({} bytes hacia el servidor, {} hacia el cliente)",
+        traffic.up.load(Ordering::Relaxed),
+        traffic.down.load(Ordering::Relaxed)
+    );
+}
+
+async fn bridge<S>(
+    mut ws: WebSocketStream<S>,
+    config: &SessionConfig,
+    traffic: &Traffic,
+    shutdown: &CancellationToken,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let target = match timeout(config.connect_timeout, TcpStream::connect(&config.target)).await {
+        Ok(Ok(target)) => target,
+        Ok(Err(error)) => {
+            let reason = format!(
+                "no se pudo conectar con el servidor {}: {}",
+                config.target,
+                describe_io(&error)
+            );
+            return close_now(&mut ws, CloseCode::Error, reason).await;
+        }
+        Err(_elapsed) => {
+            let reason = format!(
+                "el servidor {} no respondió en {} s",
+                config.target,
+                config.connect_timeout.as_secs()
+            );
+            return close_now(&mut ws, CloseCode::Error, reason).await;
+        }
+    };
+    // Answers are small writes; do not let Nagle hold them.
+    let _ = target.set_nodelay(true);
+    let (from_target, to_target) = target.into_split();
+    let (sink, stream) = ws.split();
+    let (control, controls) = mpsc::channel(4);
+    let binary = AtomicBool::new(false);
+    let downstream_done = CancellationToken::new();
+
+    let upstream = Upstream {
+        stream,
+        to_target,
+        control,
+        binary: &binary,
+        traffic,
+        config,
+    };
+    let downstream = Downstream {
+        sink,
+        from_target,
+        controls,
+        binary: &binary,
+        traffic,
+        config,
+        framer: Framer::new(),
+    };
+    let (up, down) = tokio::join!(upstream.run(shutdown, &downstream_done), async {
+        let ending = downstream.run().await;
+        downstream_done.cancel();
+        ending
+    });
+    down.or(up).unwrap_or(Ending {
+        code: None,
+        reason: String::from("el cliente se desconectó"),
+    })
+}
+
+async fn close_now<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: String) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: fit_close_reason(&reason).into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+    Ending {
+        code: Some(code.into()),
+        reason,
+    }
+}
+
+/// A close reason may be at most 123 bytes: cut on a character boundary.
+pub fn fit_close_reason(reason: &str) -> &str {
+    const MAX: usize = 123;
+    if reason.len() <= MAX {
+        return reason;
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Client → target.
+struct Upstream<'a, S> {
+    stream: SplitStream<WebSocketStream<S>>,
+    to_target: OwnedWriteHalf,
+    control: mpsc::Sender<Control<S>>,
+    binary: &'a AtomicBool,
+    traffic: &'a Traffic,
+    config: &'a SessionConfig,
+}
+
+impl<S> Upstream<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Returns an ending only when this side decided it; otherwise
+    /// downstream tells how the session closed.
+    async fn run(
+        mut self,
+        shutdown: &CancellationToken,
+        downstream_done: &CancellationToken,
+    ) -> Option<Ending> {
+        let mut awaiting_pong = false;
+        // Set once downstream has closed: only the client's close remains.
+        let mut closing_by = None;
+        loop {
+            let wait = closing_by.unwrap_or_else(|| Instant::now() + self.config.ping_interval);
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if closing_by.is_none() => {
+                    let reason = String::from("el puente se detiene");
+                    let _ = self.control.send(Control::Close(CloseCode::Away, reason)).await;
+                    closing_by = Some(Instant::now() + self.config.close_grace);
+                    continue;
+                }
+                _ = downstream_done.cancelled(), if closing_by.is_none() => {
+                    closing_by = Some(Instant::now() + self.config.close_grace);
+                    continue;
+                }
+                next = timeout_at(wait, self.stream.next()) => next,
+            };
+            let message = match next {
+                Err(_elapsed) if closing_by.is_some() => return None,
+                Err(_elapsed) if awaiting_pong => {
+                    let _ = self.to_target.shutdown().await;
+                    return Some(Ending {
+                        code: None,
+                        reason: format!(
+                            "el cliente no respondió al ping en {} s",
+                            self.config.ping_interval.as_secs()
+                        ),
+                    });
+                }
+                Err(_elapsed) => {
+                    awaiting_pong = true;
+                    let _ = self.control.send(Control::Ping).await;
+                    continue;
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(error))) => return self.failed(error).await,
+                Ok(Some(Ok(message))) => message,
+            };
+            awaiting_pong = false;
+            let payload = match message {
+                Message::Text(text) => {
+                    self.binary.store(false, Ordering::Relaxed);
+                    text.into()
+                }
+                Message::Binary(bytes) => {
+                    self.binary.store(true, Ordering::Relaxed);
+                    bytes
+                }
+                Message::Close(_) => {
+                    // No more input for the target; let it finish answering.
+                    let _ = self.to_target.shutdown().await;
+                    let _ = self.control.send(Control::ClientClosed(self.stream)).await;
+                    return None;
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            if closing_by.is_some() {
+                continue;
+            }
+            // A target that stops reading holds this write (backpressure);
+            // it must not also hold the session open once it is closing.
+            let written = tokio::select! {
+                written = self.to_target.write_all(&payload) => written,
+                _ = downstream_done.cancelled() => return None,
+                _ = shutdown.cancelled() => {
+                    let reason = String::from("el puente se detiene");
+                    let _ = self.control.send(Control::Close(CloseCode::Away, reason)).await;
+                    return None;
+                }
+            };
+            if let Err(error) = written {
+                let reason = format!(
+                    "se perdió la conexión con el servidor {}: {}",
+                    self.config.target,
+                    describe_io(&error)
+                );
+                let _ = self.control.send(Control::Close(CloseCode::Error, reason)).await;
+                return None;
+            }
+            self.traffic.up.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn failed(mut self, error: WsError) -> Option<Ending> {
+        let _ = self.to_target.shutdown().await;
+        match error {
+            WsError::Capacity(_) => {
+                let reason = format!(
+                    "mensaje demasiado grande (máximo {} bytes)",
+                    self.config.max_message
+                );
+                let _ = self.control.send(Control::Close(CloseCode::Size, reason)).await;
+                None
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed => None,
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Some(Ending {
+                code: None,
+                reason: String::from("el cliente se desconectó sin cerrar la sesión"),
+            }),
+            WsError::Io(error) => Some(Ending {
+                code: None,
+                reason: format!("error con el cliente: {}", describe_io(&error)),
+            }),
+            WsError::Protocol(_) | WsError::Utf8(_) => {
+                let reason = format!("error de protocolo WebSocket: {error}");
+                let _ = self.control.send(Control::Close(CloseCode::Protocol, reason)).await;
+                None
+            }
+            other => Some(Ending {
+                code: None,
+                reason: format!("error con el cliente: {other}"),
+            }),
+        }
+    }
+}
+
+/// Target → client.
+struct Downstream<'a, S> {
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    from_target: OwnedReadHalf,
+    controls: mpsc::Receiver<Control<S>>,
+    binary: &'a AtomicBool,
+    traffic: &'a Traffic,
+    config: &'a SessionConfig,
+    framer: Framer,
+}
+
+/// Where downstream stands after sending.
+enum Sent {
+    Ok,
+    /// The client closed first: tungstenite refuses data after that.
+    ClientClosedFirst(Message),
+    Failed(WsError),
+}
+
+impl<S> Downstream<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn run(mut self) -> Option<Ending> {
+        loop {
+            tokio::select! {
+                biased;
+                control = self.controls.recv() => match control {
+                    Some(Control::Ping) => {
+                        if let Sent::Failed(error) = self.send(Message::Ping(Default::default())).await {
+                            return Some(client_lost(error));
+                        }
+                    }
+                    Some(Control::Close(code, reason)) => {
+                        return Some(self.close(code, reason).await);
+                    }
+                    Some(Control::ClientClosed(stream)) => {
+                        return Some(self.after_client_close(stream, None).await);
+                    }
+                    // Upstream ended on its own (the client is gone).
+                    None => return None,
+                },
+                ready = self.from_target.readable() => {
+                    if let Err(error) = ready {
+                        return Some(self.target_lost(error).await);
+                    }
+                    let mut input = Vec::with_capacity(self.config.read_size);
+                    match self.from_target.try_read_buf(&mut input) {
+                        Ok(0) => return Some(self.target_closed().await),
+                        Ok(_) => {}
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(error) => return Some(self.target_lost(error).await),
+                    }
+                    let mut payloads = Vec::new();
+                    self.framer.frame(self.kind(), &input, &mut payloads);
+                    for payload in payloads {
+                        match self.send(message_of(payload)).await {
+                            Sent::Ok => {}
+                            Sent::ClientClosedFirst(unsent) => {
+                                let stream = self.wait_for_returned_stream().await;
+                                return Some(match stream {
+                                    Some(stream) => self.after_client_close(stream, Some(unsent)).await,
+                                    None => Ending { code: None, reason: String::from("el cliente se desconectó") },
+                                });
+                            }
+                            Sent::Failed(error) => return Some(client_lost(error)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        if self.binary.load(Ordering::Relaxed) {
+            Kind::Binary
+        } else {
+            Kind::Text
+        }
+    }
+
+    async fn send(&mut self, message: Message) -> Sent {
+        let size = data_len(&message);
+        let kept = message.clone();
+        match self.sink.send(message).await {
+            Ok(()) => {
+                self.traffic.down.fetch_add(size, Ordering::Relaxed);
+                Sent::Ok
+            }
+            Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => Sent::ClientClosedFirst(kept),
+            Err(error) => Sent::Failed(error),
+        }
+    }
+
+    /// The target closed: deliver what is held, then close 1000.
+    async fn target_closed(mut self) -> Ending {
+        let mut payloads = Vec::new();
+        self.framer.finish(&mut payloads);
+        for payload in payloads {
+            match self.send(message_of(payload)).await {
+                Sent::Ok => {}
+                Sent::ClientClosedFirst(_) | Sent::Failed(_) => break,
+            }
+        }
+        self.close(CloseCode::Normal, String::from("el servidor cerró la conexión"))
+            .await
+    }
+
+    async fn target_lost(self, error: io::Error) -> Ending {
+        let reason = format!(
+            "se perdió la conexión con el servidor {}: {}",
+            self.config.target,
+            describe_io(&error)
+        );
+        self.close(CloseCode::Error, reason).await
+    }
+
+    async fn close(mut self, code: CloseCode, reason: String) -> Ending {
+        let frame = CloseFrame {
+            code,
+            reason: fit_close_reason(&reason).into(),
+        };
+        let _ = self.sink.send(Message::Close(Some(frame))).await;
+        Ending {
+            code: Some(code.into()),
+            reason,
+        }
+    }
+
+    /// Upstream hands its half over right after it reads the client's close;
+    /// waits for it, briefly.
+    async fn wait_for_returned_stream(&mut self) -> Option<SplitStream<WebSocketStream<S>>> {
+        let deadline = Instant::now() + self.config.close_grace;
+        loop {
+            match timeout_at(deadline, self.controls.recv()).await {
+                Ok(Some(Control::ClientClosed(stream))) => return Some(stream),
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The client sent its close. tungstenite has queued the answering close
+    /// and refuses data from now on, so the target's remaining output (for
+    /// at most the grace period) is written as frames straight to the
+    /// connection, and only then is the queued close flushed.
+    async fn after_client_close(
+        mut self,
+        stream: SplitStream<WebSocketStream<S>>,
+        unsent: Option<Message>,
+    ) -> Ending {
+        let Ok(mut ws) = self.sink.reunite(stream) else {
+            return Ending {
+                code: None,
+                reason: String::from("el cliente cerró la sesión"),
+            };
+        };
+        let deadline = Instant::now() + self.config.close_grace;
+        let mut delivered: u64 = 0;
+        let mut frames = Vec::new();
+        if let Some(message) = unsent {
+            delivered += data_len(&message);
+            push_frame(message, &mut frames);
+        }
+        loop {
+            if !frames.is_empty() {
+                let written = timeout_at(deadline, ws.get_mut().write_all(&frames)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    break;
+                }
+                frames.clear();
+            }
+            let mut input = Vec::with_capacity(self.config.read_size);
+            let read = timeout_at(deadline, async {
+                loop {
+                    self.from_target.readable().await?;
+                    match self.from_target.try_read_buf(&mut input) {
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => return other,
+                    }
+                }
+            })
+            .await;
+            let mut payloads = Vec::new();
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                    self.framer.finish(&mut payloads);
+                    for payload in payloads {
+                        let message = message_of(payload);
+                        delivered += data_len(&message);
+                        push_frame(message, &mut frames);
+                    }
+                    let _ = timeout_at(deadline, ws.get_mut().write_all(&frames)).await;
+                    break;
+                }
+                Ok(Ok(_)) => {
+                    let kind = if self.binary.load(Ordering::Relaxed) {
+                        Kind::Binary
+                    } else {
+                        Kind::Text
+                    };
+                    self.framer.frame(kind, &input, &mut payloads);
+                    for payload in payloads {
+                        let message = message_of(payload);
+                        delivered += data_len(&message);
+                        push_frame(message, &mut frames);
+                    }
+                }
+            }
+        }
+        self.traffic.down.fetch_add(delivered, Ordering::Relaxed);
+        // Flushes the close answer tungstenite queued.
+        let _ = timeout(self.config.close_grace, ws.close(None)).await;
+        debug!("entregados {delivered} bytes tras el cierre del cliente");
+        Ending {
+            code: None,
+            reason: String::from("el cliente cerró la sesión"),
+        }
+    }
+}
+
+fn client_lost(error: WsError) -> Ending {
+    let reason = match error {
+        WsError::Io(error) => format!("error con el cliente: {}", describe_io(&error)),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => String::from("el cliente se desconectó"),
+        other => format!("error con el cliente: {other}"),
+    };
+    Ending { code: None, reason }
+}
+
+fn message_of(payload: Payload) -> Message {
+    match payload {
+        Payload::Text(text) => Message::Text(text.into()),
+        Payload::Binary(bytes) => Message::Binary(bytes.into()),
+    }
+}
+
+fn data_len(message: &Message) -> u64 {
+    match message {
+        Message::Text(text) => text.len() as u64,
+        Message::Binary(bytes) => bytes.len() as u64,
+        _ => 0,
+    }
+}
+
+/// Appends `message` as one final, unmasked server frame.
+fn push_frame(message: Message, out: &mut Vec<u8>) {
+    let frame = match message {
+        Message::Text(text) => Frame::message(text, OpCode::Data(Data::Text), true),
+        Message::Binary(bytes) => Frame::message(bytes, OpCode::Data(Data::Binary), true),
+        _ => return,
+    };
+    // Formatting into a Vec cannot fail.
+    let _ = frame.format(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_in_a_control_frame() {
+        let long = "ñ".repeat(100);
+        let fitted = fit_close_reason(&long);
+        assert!(fitted.len() <= 123);
+        assert_eq!(fitted.len(), 122);
+        assert_eq!(fit_close_reason("corto"), "corto");
+    }
+}
