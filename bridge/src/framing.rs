@@ -92,7 +92,8 @@ impl Batch {
             }
             Piece::Invalid(bytes) => {
                 if !self.text.is_empty() {
-                    self.done.push(Payload::Text(std::mem::take(&mut self.text)));
+                    self.done
+                        .push(Payload::Text(std::mem::take(&mut self.text)));
                 }
                 self.binary.extend_from_slice(bytes);
             }
@@ -165,7 +166,10 @@ mod tests {
         let out = frame_all(&[(Kind::Text, b"fin\xF0\x9F".to_vec())]);
         assert_eq!(
             out,
-            [Payload::Text("fin".into()), Payload::Binary(vec![0xF0, 0x9F])]
+            [
+                Payload::Text("fin".into()),
+                Payload::Binary(vec![0xF0, 0x9F])
+            ]
         );
     }
 

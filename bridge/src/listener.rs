@@ -53,7 +53,9 @@ pub async fn serve(
             };
             let _ = accepted.stream.set_nodelay(true);
             match tls {
-                None => serve_http(accepted.stream, routes, info, handshake_timeout, shutdown).await,
+                None => {
+                    serve_http(accepted.stream, routes, info, handshake_timeout, shutdown).await
+                }
                 Some(tls) => match timeout(handshake_timeout, tls.accept(accepted.stream)).await {
                     Ok(Ok(stream)) => {
                         serve_http(stream, routes, info, handshake_timeout, shutdown).await

@@ -69,7 +69,11 @@ impl OriginPolicy {
             return Verdict::NoOrigin;
         };
         let Some(origin) = normalize_origin(origin) else {
-            return if self.any { Verdict::Allowed } else { Verdict::Refused };
+            return if self.any {
+                Verdict::Allowed
+            } else {
+                Verdict::Refused
+            };
         };
         let scheme = if tls { "https" } else { "http" };
         if let Some(own) = host.and_then(|host| normalize_origin(&format!("{scheme}://{host}"))) {
@@ -130,7 +134,10 @@ mod tests {
     #[test]
     fn no_origin_means_not_a_browser_and_is_accepted() {
         let policy = OriginPolicy::default();
-        assert_eq!(policy.check(None, Some("127.0.0.1:8080"), false), Verdict::NoOrigin);
+        assert_eq!(
+            policy.check(None, Some("127.0.0.1:8080"), false),
+            Verdict::NoOrigin
+        );
     }
 
     #[test]
@@ -159,12 +166,25 @@ mod tests {
 
     #[test]
     fn listed_origins_are_accepted() {
-        let policy = OriginPolicy::new(["https://class.example/", "http://localhost:8081"]).unwrap();
+        let policy =
+            OriginPolicy::new(["https://class.example/", "http://localhost:8081"]).unwrap();
         let host = Some("127.0.0.1:8080");
-        assert_eq!(policy.check(Some("https://class.example"), host, false), Verdict::Allowed);
-        assert_eq!(policy.check(Some("https://class.example:443"), host, false), Verdict::Allowed);
-        assert_eq!(policy.check(Some("http://localhost:8081"), host, false), Verdict::Allowed);
-        assert_eq!(policy.check(Some("http://localhost:8082"), host, false), Verdict::Refused);
+        assert_eq!(
+            policy.check(Some("https://class.example"), host, false),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            policy.check(Some("https://class.example:443"), host, false),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            policy.check(Some("http://localhost:8081"), host, false),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            policy.check(Some("http://localhost:8082"), host, false),
+            Verdict::Refused
+        );
     }
 
     #[test]
@@ -176,7 +196,12 @@ mod tests {
 
     #[test]
     fn entries_must_be_origins() {
-        for bad in ["example.org", "ftp://example.org", "https://example.org/page", "http://h:99999"] {
+        for bad in [
+            "example.org",
+            "ftp://example.org",
+            "https://example.org/page",
+            "http://h:99999",
+        ] {
             assert!(OriginPolicy::new([bad]).is_err(), "{bad}");
         }
     }

@@ -108,7 +108,10 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response {
     text.push('\n');
     (
         status,
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
         text,
     )
         .into_response()
@@ -140,13 +143,17 @@ async fn upgrade(
             StatusCode::UPGRADE_REQUIRED,
             "versión de WebSocket no admitida (se admite la 13)",
         );
-        response
-            .headers_mut()
-            .insert(SEC_WEBSOCKET_VERSION, "13".parse().expect("a valid header value"));
+        response.headers_mut().insert(
+            SEC_WEBSOCKET_VERSION,
+            "13".parse().expect("a valid header value"),
+        );
         return response;
     }
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
-        return plain(StatusCode::BAD_REQUEST, "falta la cabecera Sec-WebSocket-Key");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "falta la cabecera Sec-WebSocket-Key",
+        );
     };
     let accept = derive_accept_key(key.as_bytes());
 
@@ -194,7 +201,14 @@ async fn upgrade(
                 )
                 .await;
                 let config = Arc::clone(&session_app.session);
-                session::run(ws, id, connection.peer, config, session_app.shutdown.clone()).await;
+                session::run(
+                    ws,
+                    id,
+                    connection.peer,
+                    config,
+                    session_app.shutdown.clone(),
+                )
+                .await;
             }
             Err(error) => debug!("[ws#{id}] la conexión no llegó a ser WebSocket: {error}"),
         }

@@ -108,7 +108,10 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    info!("[ws#{id}] sesión abierta desde {peer} hacia {}", config.target);
+    info!(
+        "[ws#{id}] sesión abierta desde {peer} hacia {}",
+        config.target
+    );
     let traffic = Traffic::default();
     let ending = bridge(ws, &config, &traffic, &shutdown).await;
     info!(
@@ -309,10 +312,15 @@ where
                     self.config.target,
                     describe_io(&error)
                 );
-                let _ = self.control.send(Control::Close(CloseCode::Error, reason)).await;
+                let _ = self
+                    .control
+                    .send(Control::Close(CloseCode::Error, reason))
+                    .await;
                 return None;
             }
-            self.traffic.up.fetch_add(payload.len() as u64, Ordering::Relaxed);
+            self.traffic
+                .up
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -324,7 +332,10 @@ where
                     "mensaje demasiado grande (máximo {} bytes)",
                     self.config.max_message
                 );
-                let _ = self.control.send(Control::Close(CloseCode::Size, reason)).await;
+                let _ = self
+                    .control
+                    .send(Control::Close(CloseCode::Size, reason))
+                    .await;
                 None
             }
             WsError::ConnectionClosed | WsError::AlreadyClosed => None,
@@ -338,7 +349,10 @@ where
             }),
             WsError::Protocol(_) | WsError::Utf8(_) => {
                 let reason = format!("error de protocolo WebSocket: {error}");
-                let _ = self.control.send(Control::Close(CloseCode::Protocol, reason)).await;
+                let _ = self
+                    .control
+                    .send(Control::Close(CloseCode::Protocol, reason))
+                    .await;
                 None
             }
             other => Some(Ending {
@@ -438,7 +452,9 @@ where
                 self.traffic.down.fetch_add(size, Ordering::Relaxed);
                 Sent::Ok
             }
-            Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => Sent::ClientClosedFirst(kept),
+            Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => {
+                Sent::ClientClosedFirst(kept)
+            }
             Err(error) => Sent::Failed(error),
         }
     }
@@ -453,8 +469,11 @@ where
                 Sent::ClientClosedFirst(_) | Sent::Failed(_) => break,
             }
         }
-        self.close(CloseCode::Normal, String::from("el servidor cerró la conexión"))
-            .await
+        self.close(
+            CloseCode::Normal,
+            String::from("el servidor cerró la conexión"),
+        )
+        .await
     }
 
     async fn target_lost(self, error: io::Error) -> Ending {
@@ -573,7 +592,9 @@ where
 fn client_lost(error: WsError) -> Ending {
     let reason = match error {
         WsError::Io(error) => format!("error con el cliente: {}", describe_io(&error)),
-        WsError::ConnectionClosed | WsError::AlreadyClosed => String::from("el cliente se desconectó"),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            String::from("el cliente se desconectó")
+        }
         other => format!("error con el cliente: {other}"),
     };
     Ending { code: None, reason }

@@ -1,9 +1,8 @@
 //! The real `cliente` binary, against `servidor` and against stand-in
 //! servers that misbehave.
 
-mod common;
+use harness::*;
 
-use common::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 

@@ -1,10 +1,9 @@
 //! The real `servidor` binary on a free port, driven over TCP.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use harness::*;
+
 use mayusculas::upcase::upcase_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -288,7 +287,7 @@ async fn shutdown_delivers_what_is_already_transformed() {
 #[tokio::test]
 async fn accept_errors_are_retried_not_fatal() {
     // Few descriptors: accepting more clients fails with EMFILE.
-    let script = format!("ulimit -n 24 && exec {} --port 0", servidor_exe());
+    let script = format!("ulimit -n 24 && exec {} --port 0", servidor_exe().display());
     let server = Running::start("bash", &["-c", &script], &[]).await;
     let mut crowd = Vec::new();
     for _ in 0..30 {

@@ -1,8 +1,6 @@
 //! Interoperability with the tutorial's own Python programs, both ways.
 
-mod common;
-
-use common::*;
+use harness::*;
 
 const PYTHON: &str = "python3";
 

@@ -5,7 +5,7 @@
 # `import socket`, and `if name == ' main ':` for `if __name__ == '__main__':`),
 # and, so that tests never take a fixed port, an optional port argument is
 # read (default 5000, as in the tutorial; 0 takes a free port) and the bound
-# address is printed first.
+# address is printed once it listens.
 import socket
 import sys
 
@@ -20,10 +20,10 @@ def main():
 
     # Enlace al socket definido para el servidor
     mySocket.bind((host, port))
-    print("Escuchando en %s:%d" % mySocket.getsockname(), flush=True)
 
     # Establece el número máximo de conexiones entrantes
     mySocket.listen(1)
+    print("Escuchando en %s:%d" % mySocket.getsockname(), flush=True)
     # Inicia la escucha
     conn, addr = mySocket.accept()
     # Imprime la dirección del cliente entrante

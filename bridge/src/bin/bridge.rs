@@ -46,11 +46,21 @@ const HTTP_CONNECTIONS: usize = 1024;
 struct Args {
     /// Dirección y puerto en los que escuchar (por defecto 127.0.0.1:8080;
     /// puerto 0 elige uno libre).
-    #[arg(long, value_name = "MÁQUINA:PUERTO", default_value = "127.0.0.1:8080", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "MÁQUINA:PUERTO",
+        default_value = "127.0.0.1:8080",
+        hide_default_value = true
+    )]
     listen: String,
 
     /// Servidor TCP al que conecta cada sesión (por defecto 127.0.0.1:5000).
-    #[arg(long, value_name = "MÁQUINA:PUERTO", default_value = "127.0.0.1:5000", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "MÁQUINA:PUERTO",
+        default_value = "127.0.0.1:5000",
+        hide_default_value = true
+    )]
     target: String,
 
     /// Carpeta de la página construida (p. ej. dist); sin ella no se sirve
@@ -155,7 +165,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .local_addr()
         .context("no se pudo leer la dirección de escucha")?;
     println!("Puente escuchando en {local}");
-    let (http, ws) = if tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    let (http, ws) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     match &args.web {
         Some(web) => println!("Página: {http}://{local}/ ({})", web.display()),
         None => println!("Sin página (use --web DIR)"),
@@ -207,7 +221,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = serving.await;
         app.tracker.wait().await;
     };
-    if tokio::time::timeout(EXIT_DEADLINE, everything).await.is_err() {
+    if tokio::time::timeout(EXIT_DEADLINE, everything)
+        .await
+        .is_err()
+    {
         warn!("se cierran las sesiones que no terminaron a tiempo");
     }
     Ok(())

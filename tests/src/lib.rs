@@ -1,11 +1,10 @@
-//! Running the real binaries in tests: a `servidor` on a free port with its
-//! log captured, `cliente` with piped input, and deadlines for every wait.
-
-#![allow(dead_code)] // each test file uses its own part of this
+//! The harness for tests that run the real binaries: a process on a free
+//! port with its log captured, a program with piped input, the tutorial's
+//! Python programs, and a deadline for every wait.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,18 +24,58 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     }
 }
 
-pub fn servidor_exe() -> &'static str {
-    env!("CARGO_BIN_EXE_servidor")
+/// The path of one of the workspace's binaries, built if it is missing.
+///
+/// Cargo tells a package's tests where that package's own binaries are
+/// (`CARGO_BIN_EXE_<name>`); tests of other packages look for them beside
+/// their own executable, in the same target directory.
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test executable under target/<profile>/deps");
+    let path = profile_dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--package", package, "--bin", name]);
+        if profile_dir.file_name().is_some_and(|dir| dir == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "cannot build {name}");
+    }
+    path
 }
 
-pub fn cliente_exe() -> &'static str {
-    env!("CARGO_BIN_EXE_cliente")
+/// `servidor`.
+pub fn servidor_exe() -> PathBuf {
+    binary("server", "servidor")
 }
 
-/// The tutorial's own Python programs, kept beside the workspace's tests.
+/// `cliente`.
+pub fn cliente_exe() -> PathBuf {
+    binary("server", "cliente")
+}
+
+/// `bridge`.
+pub fn bridge_exe() -> PathBuf {
+    binary("bridge", "bridge")
+}
+
+/// Starts `servidor --port 0` with extra arguments and environment.
+pub async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut all = vec!["--port", "0"];
+    all.extend_from_slice(args);
+    Running::start(servidor_exe(), &all, env).await
+}
+
+/// The tutorial's own Python programs (`servidor.py`, `cliente.py`).
 pub fn tutorial_program(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/tutorial")
+        .join("tutorial")
         .join(name)
 }
 
@@ -51,7 +90,12 @@ pub struct Running {
 impl Running {
     /// Starts `program args…` and waits for it to print its address: the
     /// last word of its first stdout line.
-    pub async fn start(program: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+    pub async fn start(
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Running {
+        let name = program.as_ref().to_string_lossy().into_owned();
         let mut command = Command::new(program);
         command
             .args(args)
@@ -64,7 +108,7 @@ impl Running {
         }
         let mut child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
@@ -136,13 +180,6 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     });
 }
 
-/// Starts `servidor --port 0` with extra arguments and environment.
-pub async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut all = vec!["--port", "0"];
-    all.extend_from_slice(args);
-    Running::start(servidor_exe(), &all, env).await
-}
-
 /// What a finished program printed.
 pub struct Finished {
     pub status: ExitStatus,
@@ -151,7 +188,12 @@ pub struct Finished {
 }
 
 /// Runs `program args…` with `input` on stdin, to completion.
-pub async fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> Finished {
+pub async fn run_with_input(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    input: &[u8],
+) -> Finished {
+    let name = program.as_ref().to_string_lossy().into_owned();
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -159,14 +201,14 @@ pub async fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> Finis
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     // Fed from its own task: a large input must not block reading the output.
     tokio::spawn(async move {
         let _ = stdin.write_all(&input).await;
     });
-    let output = within(PATIENCE, program, child.wait_with_output())
+    let output = within(PATIENCE, &name, child.wait_with_output())
         .await
         .unwrap();
     Finished {
