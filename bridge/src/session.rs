@@ -579,9 +579,11 @@ where
             }
         }
         self.traffic.down.fetch_add(delivered, Ordering::Relaxed);
-        // Flushes the close answer tungstenite queued.
-        let _ = timeout(self.config.close_grace, ws.close(None)).await;
-        debug!("entregados {delivered} bytes tras el cierre del cliente");
+        // Flushes the close answer tungstenite queued. (The inherent
+        // `WebSocketStream::close` would try to send a new close frame,
+        // which tungstenite refuses once the peer has closed.)
+        let closed = timeout(self.config.close_grace, SinkExt::close(&mut ws)).await;
+        debug!("entregados {delivered} bytes tras el cierre del cliente ({closed:?})");
         Ending {
             code: None,
             reason: String::from("el cliente cerró la sesión"),

@@ -1,0 +1,529 @@
+//! The real `bridge` binary on a free port, in front of an in-process
+//! `servidor`, stand-in targets that misbehave on purpose, and the tutorial's
+//! Python server; driven by a tokio-tungstenite client.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use harness::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A `servidor` running in this process on a free port, quiet.
+async fn servidor_in_process() -> SocketAddr {
+    let listener = mayusculas::server::bind("127.0.0.1", 0).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = mayusculas::server::Config::default();
+    tokio::spawn(mayusculas::server::serve(
+        listener,
+        config,
+        CancellationToken::new(),
+    ));
+    addr
+}
+
+/// A target that serves one connection with `behaviour`.
+async fn target_that<F, Fut>(behaviour: F) -> SocketAddr
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        behaviour(stream).await;
+    });
+    addr
+}
+
+/// A port with nobody listening on it.
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
+    let target = target.to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--target", &target];
+    args.extend_from_slice(extra);
+    Running::start(bridge_exe(), &args, &[("RUST_LOG", "info")]).await
+}
+
+async fn connect_with_origin(bridge: &Running, origin: Option<&str>) -> Result<Ws, WsError> {
+    let mut request = format!("ws://{}/ws", bridge.addr)
+        .into_client_request()
+        .unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    within(
+        PATIENCE,
+        "the handshake",
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .map(|(ws, _response)| ws)
+}
+
+async fn connect(bridge: &Running) -> Ws {
+    connect_with_origin(bridge, None).await.unwrap()
+}
+
+async fn next(ws: &mut Ws) -> Message {
+    within(PATIENCE, "a message", ws.next())
+        .await
+        .expect("the session ended")
+        .expect("a valid message")
+}
+
+/// Reads data messages until `len` bytes arrived.
+async fn read_bytes(ws: &mut Ws, len: usize) -> Vec<Message> {
+    let mut messages = Vec::new();
+    let mut got = 0;
+    while got < len {
+        let message = next(ws).await;
+        got += message.len();
+        assert!(
+            matches!(message, Message::Text(_) | Message::Binary(_)),
+            "{message:?} after {got} bytes"
+        );
+        messages.push(message);
+    }
+    messages
+}
+
+fn bytes_of(messages: &[Message]) -> Vec<u8> {
+    messages
+        .iter()
+        .flat_map(|m| m.clone().into_data().to_vec())
+        .collect()
+}
+
+/// Reads until the close frame, returning the data before it and the close.
+async fn read_to_close(ws: &mut Ws) -> (Vec<u8>, Option<(CloseCode, String)>) {
+    let mut data = Vec::new();
+    loop {
+        match within(PATIENCE, "the close", ws.next()).await {
+            Some(Ok(Message::Close(frame))) => {
+                return (data, frame.map(|f| (f.code, f.reason.to_string())));
+            }
+            Some(Ok(message)) => data.extend_from_slice(&message.into_data()),
+            Some(Err(error)) => panic!("{error} after {} bytes", data.len()),
+            None => return (data, None),
+        }
+    }
+}
+
+async fn read_to_close_or_log(
+    ws: &mut Ws,
+    bridge: &Running,
+) -> (Vec<u8>, Option<(CloseCode, String)>) {
+    let mut data = Vec::new();
+    loop {
+        match within(PATIENCE, "the close", ws.next()).await {
+            Some(Ok(Message::Close(frame))) => {
+                return (data, frame.map(|f| (f.code, f.reason.to_string())));
+            }
+            Some(Ok(message)) => data.extend_from_slice(&message.into_data()),
+            Some(Err(error)) => panic!("{error} after {} bytes\n{}", data.len(), bridge.log()),
+            None => return (data, None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn text_and_binary_round_trips() {
+    let bridge = bridge_to(servidor_in_process().await, &[]).await;
+    let mut ws = connect(&bridge).await;
+
+    ws.send(Message::text("hola, ñandú\n")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("HOLA, ÑANDÚ\n"));
+
+    ws.send(Message::binary(&b"adi\xC3\xB3s\n"[..]))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await, Message::binary("ADIÓS\n".as_bytes()));
+
+    // Back to text: answers follow the type the client last used.
+    ws.send(Message::text("otra vez\n")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("OTRA VEZ\n"));
+    bridge.wait_for_log("sesión abierta desde 127.0.0.1:").await;
+}
+
+#[tokio::test]
+async fn a_character_written_one_byte_at_a_time_arrives_whole() {
+    let target = target_that(|mut stream| async move {
+        for byte in "😀".as_bytes() {
+            stream.write_all(&[*byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        tokio::time::sleep(PATIENCE).await;
+    })
+    .await;
+    let bridge = bridge_to(target, &[]).await;
+    let mut ws = connect(&bridge).await;
+    assert_eq!(next(&mut ws).await, Message::text("😀"));
+}
+
+#[tokio::test]
+async fn invalid_utf8_arrives_intact_in_a_binary_message() {
+    let target = target_that(|mut stream| async move {
+        stream.write_all(b"ok \xFF\xFE fin").await.unwrap();
+        tokio::time::sleep(PATIENCE).await;
+    })
+    .await;
+    let bridge = bridge_to(target, &[]).await;
+    let mut ws = connect(&bridge).await;
+    let messages = read_bytes(&mut ws, 9).await;
+    assert_eq!(bytes_of(&messages), b"ok \xFF\xFE fin");
+    assert!(
+        messages.contains(&Message::binary(&b"\xFF\xFE"[..])),
+        "{messages:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_mib_message_passes_and_a_bigger_one_is_refused_with_1009() {
+    let bridge = bridge_to(servidor_in_process().await, &[]).await;
+    let mut ws = connect(&bridge).await;
+    let mut message = "ñandú straße ".repeat(80_660);
+    message.truncate(1024 * 1024 - 1);
+    message.push('\n');
+    assert_eq!(message.len(), 1024 * 1024);
+    let expected = message.to_uppercase();
+    ws.send(Message::text(message)).await.unwrap();
+    let answer = read_bytes(&mut ws, expected.len()).await;
+    assert!(
+        bytes_of(&answer) == expected.as_bytes(),
+        "the answer differs"
+    );
+
+    ws.send(Message::binary(vec![b'x'; 1024 * 1024 + 1]))
+        .await
+        .unwrap();
+    let (_, close) = read_to_close(&mut ws).await;
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, CloseCode::Size);
+    assert!(reason.contains("demasiado grande"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_writes_1_mib_then_closes_delivers_it_all_then_1000() {
+    let target = target_that(|mut stream| async move {
+        stream.write_all(&vec![b'x'; 1024 * 1024]).await.unwrap();
+        // Dropped here: closed at once.
+    })
+    .await;
+    let bridge = bridge_to(target, &[]).await;
+    let mut ws = connect(&bridge).await;
+    let (data, close) = read_to_close(&mut ws).await;
+    assert_eq!(data.len(), 1024 * 1024);
+    assert!(data.iter().all(|&b| b == b'x'));
+    assert_eq!(close.expect("a close frame").0, CloseCode::Normal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_closes_while_the_target_still_writes_and_nothing_is_lost() {
+    // Reads until the bridge shuts its write half, then answers everything
+    // it got, slowly, in pieces.
+    let (received_tx, received_rx) = tokio::sync::oneshot::channel();
+    let target = target_that(|mut stream| async move {
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).await.unwrap();
+        for piece in received.chunks(1000) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stream.write_all(&piece.to_ascii_uppercase()).await.unwrap();
+        }
+        let _ = received_tx.send(received);
+    })
+    .await;
+    let bridge = bridge_to(target, &[]).await;
+    let mut ws = connect(&bridge).await;
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        let line = format!("mensaje {n} {}\n", "abc".repeat(100));
+        sent.extend_from_slice(line.as_bytes());
+        ws.send(Message::text(line)).await.unwrap();
+    }
+    ws.close(None).await.unwrap();
+
+    let (data, _close) = read_to_close_or_log(&mut ws, &bridge).await;
+    let received = within(PATIENCE, "the target's copy", received_rx)
+        .await
+        .unwrap();
+    assert_eq!(received, sent, "the target got everything sent");
+    assert_eq!(
+        data,
+        sent.to_ascii_uppercase(),
+        "the client got every answer"
+    );
+}
+
+#[tokio::test]
+async fn a_target_down_closes_1011_with_a_reason_naming_it() {
+    let target = closed_port().await;
+    let bridge = bridge_to(target, &[]).await;
+    let mut ws = connect(&bridge).await;
+    let (_, close) = read_to_close(&mut ws).await;
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, CloseCode::Error);
+    assert!(reason.contains(&target.to_string()), "{reason}");
+    assert!(reason.contains("no se pudo conectar"), "{reason}");
+
+    // Everyone else is still served.
+    let mut again = connect(&bridge).await;
+    let (_, close) = read_to_close(&mut again).await;
+    assert_eq!(close.unwrap().0, CloseCode::Error);
+}
+
+#[tokio::test]
+async fn a_target_reset_closes_1011() {
+    let target = target_that(|stream| async move {
+        // Closing with unread input makes the kernel reset the connection.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(stream);
+    })
+    .await;
+    let bridge = bridge_to(target, &[]).await;
+    let mut ws = connect(&bridge).await;
+    ws.send(Message::text("nadie me lee\n")).await.unwrap();
+    let (_, close) = read_to_close(&mut ws).await;
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, CloseCode::Error, "{reason}");
+    assert!(reason.contains(&target.to_string()), "{reason}");
+}
+
+#[tokio::test]
+async fn origins_foreign_refused_own_and_none_and_allowed_accepted() {
+    let target = servidor_in_process().await;
+    let bridge = bridge_to(target, &["--allow-origin", "https://clase.example"]).await;
+
+    match connect_with_origin(&bridge, Some("http://evil.example")).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("foreign origin: {:?}", other.map(|_| ())),
+    }
+    let own = format!("http://{}", bridge.addr);
+    for origin in [None, Some(own.as_str()), Some("https://clase.example")] {
+        let mut ws = connect_with_origin(&bridge, origin).await.unwrap();
+        ws.send(Message::text("hola\n")).await.unwrap();
+        assert_eq!(next(&mut ws).await, Message::text("HOLA\n"), "{origin:?}");
+    }
+    bridge
+        .wait_for_log("origen rechazado: http://evil.example")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_sessions_each_get_their_answers() {
+    let target = servidor_in_process().await;
+    let target = target.to_string();
+    let args = ["--listen", "127.0.0.1:0", "--target", &target];
+    let bridge = Running::start(bridge_exe(), &args, &[("RUST_LOG", "warn")]).await;
+    let url = format!("ws://{}/ws", bridge.addr);
+    let sessions: Vec<_> = (0..1000)
+        .map(|n| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                for round in 0..3 {
+                    let text = format!("sesión {n}, ronda {round}: ñandú\n");
+                    ws.send(Message::text(text.clone())).await.unwrap();
+                    let mut answer = Vec::new();
+                    while answer.last() != Some(&b'\n') {
+                        let message = ws.next().await.unwrap().unwrap();
+                        answer.extend_from_slice(&message.into_data());
+                    }
+                    assert_eq!(String::from_utf8(answer).unwrap(), text.to_uppercase());
+                }
+                ws.close(None).await.unwrap();
+            })
+        })
+        .collect();
+    for session in sessions {
+        within(PATIENCE, "a session", session).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn in_front_of_the_tutorial_servidor_py() {
+    let script = tutorial_program("servidor.py");
+    let python = Running::start("python3", &["-u", script.to_str().unwrap(), "0"], &[]).await;
+    let bridge = bridge_to(python.addr, &[]).await;
+    let mut ws = connect(&bridge).await;
+    // The tutorial's own client sends no newline; neither does this.
+    ws.send(Message::text("Hola")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("HOLA"));
+    python.wait_for_log("enviando: HOLA").await;
+}
+
+#[tokio::test]
+async fn healthz_tells_whether_the_target_accepts_connections() {
+    let up = bridge_to(servidor_in_process().await, &[]).await;
+    let (status, body) = http_get(up.addr, "/healthz", &[]).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.contains("acepta conexiones"), "{body}");
+
+    let down = bridge_to(closed_port().await, &[]).await;
+    let (status, body) = http_get(down.addr, "/healthz", &[]).await;
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    assert!(body.contains("no acepta conexiones"), "{body}");
+}
+
+#[tokio::test]
+async fn past_the_session_limit_the_upgrade_gets_503() {
+    let bridge = bridge_to(servidor_in_process().await, &["--max-sessions", "1"]).await;
+    let _first = connect(&bridge).await;
+    match connect_with_origin(&bridge, None).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("second session: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn a_half_sent_handshake_is_dropped() {
+    let bridge = bridge_to(servidor_in_process().await, &["--handshake-timeout", "1"]).await;
+    let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "still open after 5 s");
+}
+
+#[tokio::test]
+async fn a_dead_client_is_pinged_then_dropped() {
+    let bridge = bridge_to(servidor_in_process().await, &["--ping-interval", "1"]).await;
+    // A live client answers pings: tungstenite does, as long as it reads.
+    let live = connect(&bridge).await;
+    let (mut to_live, mut from_live) = live.split();
+    let (messages, mut received) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = from_live.next().await {
+            if messages.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let ping = within(PATIENCE, "a ping", received.recv()).await;
+    assert!(matches!(ping, Some(Message::Ping(_))), "{ping:?}");
+
+    // A dead one: a handshake, then silence.
+    let mut dead = TcpStream::connect(bridge.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        bridge.addr
+    );
+    dead.write_all(request.as_bytes()).await.unwrap();
+    bridge
+        .wait_for_log("el cliente no respondió al ping en 1 s")
+        .await;
+    let mut rest = Vec::new();
+    within(
+        PATIENCE,
+        "the dead client dropped",
+        dead.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+
+    // The live one, pinged all along, is still served.
+    to_live.send(Message::text("sigo aquí\n")).await.unwrap();
+    loop {
+        match within(PATIENCE, "the answer", received.recv()).await {
+            Some(Message::Ping(_)) => continue,
+            answer => {
+                assert_eq!(answer, Some(Message::text("SIGO AQUÍ\n")));
+                break;
+            }
+        }
+    }
+    assert_eq!(bridge.log().matches("no respondió al ping").count(), 1);
+}
+
+#[tokio::test]
+async fn sigterm_closes_sessions_with_1001_and_exits_0() {
+    let mut bridge = bridge_to(servidor_in_process().await, &[]).await;
+    let mut ws = connect(&bridge).await;
+    ws.send(Message::text("hola\n")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("HOLA\n"));
+    bridge.signal("TERM");
+    let (_, close) = read_to_close(&mut ws).await;
+    assert_eq!(close.expect("a close frame").0, CloseCode::Away);
+    assert!(bridge.wait_exit(Duration::from_secs(5)).await.success());
+}
+
+#[tokio::test]
+async fn serves_the_page_with_the_right_types_and_gzip() {
+    let web = std::env::temp_dir().join(format!("bridge-web-{}", std::process::id()));
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(
+        web.join("index.html"),
+        "<!doctype html><title>Tema 12</title>".repeat(50),
+    )
+    .unwrap();
+    std::fs::write(web.join("app.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(web.join("app.js"), "console.log('hola');".repeat(50)).unwrap();
+    let bridge = bridge_to(
+        servidor_in_process().await,
+        &["--web", web.to_str().unwrap()],
+    )
+    .await;
+
+    let (status, body) = http_get(bridge.addr, "/", &[]).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(status.contains("content-type: text/html"), "{status}");
+    assert!(body.contains("Tema 12"));
+
+    let (status, _) = http_get(bridge.addr, "/app.wasm", &[]).await;
+    assert!(
+        status.contains("content-type: application/wasm"),
+        "{status}"
+    );
+
+    let (status, _) = http_get(bridge.addr, "/app.js", &["accept-encoding: gzip"]).await;
+    assert!(status.contains("content-encoding: gzip"), "{status}");
+
+    let (status, _) = http_get(bridge.addr, "/no-existe", &[]).await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    std::fs::remove_dir_all(&web).unwrap();
+}
+
+/// A minimal HTTP/1.1 GET: the status line and headers (lower-cased), and
+/// the body as text.
+async fn http_get(addr: SocketAddr, path: &str, headers: &[&str]) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    within(PATIENCE, "the response", stream.read_to_end(&mut response))
+        .await
+        .unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header end");
+    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+    let head = head.replacen("http/1.1", "HTTP/1.1", 1);
+    let body = String::from_utf8_lossy(&response[split + 4..]).into_owned();
+    (head, body)
+}
