@@ -9,7 +9,9 @@ use std::io;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
+};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -53,19 +55,106 @@ pub enum ClientError {
     /// Standard input could not be read.
     #[error("no se pudo leer la entrada: {}", describe_io(.0))]
     Input(#[source] io::Error),
+    /// `--url` is not a WebSocket URL.
+    #[error("URL no válida «{0}»: debe ser ws://MÁQUINA:PUERTO/ws o wss://MÁQUINA:PUERTO/ws")]
+    BadUrl(String),
+    /// The bridge answered the handshake with an HTTP error.
+    #[error("el puente rechazó la conexión a {url}: HTTP {status}{}", if .body.is_empty() { String::new() } else { format!(": {}", .body) })]
+    Refused {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the bridge said.
+        body: String,
+    },
+    /// The WebSocket handshake failed (TLS, say).
+    #[error("no se pudo abrir el WebSocket {url}: {reason}")]
+    Handshake {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A certificate given with `--ca-cert` could not be used.
+    #[error("no se pudo usar el certificado {}: {reason}", .path.display())]
+    Certificate {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The bridge ended the session with an error code.
+    #[error("el puente cerró la sesión: {code} {reason}")]
+    Closed {
+        /// The WebSocket close code.
+        code: u16,
+        /// The reason it gave.
+        reason: String,
+    },
+    /// The WebSocket protocol was broken.
+    #[error("error de protocolo WebSocket: {0}")]
+    Protocol(String),
     /// Standard output could not be written.
     #[error("no se pudo escribir la salida: {}", describe_io(.0))]
     Output(#[source] io::Error),
 }
 
+/// A connection to the server, as the conversation needs it: lines go out,
+/// bytes come back in whatever pieces the network makes.
+#[allow(async_fn_in_trait)] // used on one thread; no `Send` bound wanted
+pub trait Link {
+    /// Sends one line, `\n` included.
+    async fn send(&mut self, line: &[u8]) -> Result<(), ClientError>;
+    /// The next bytes from the server; empty once it has closed in order.
+    async fn receive(&mut self) -> Result<Vec<u8>, ClientError>;
+}
+
+/// A byte stream: raw TCP, as the tutorial's client uses.
+pub struct StreamLink<S> {
+    stream: S,
+}
+
+impl<S> StreamLink<S> {
+    /// Talks over `stream`.
+    pub fn new(stream: S) -> Self {
+        Self { stream }
+    }
+}
+
+/// The most bytes taken from the socket at once.
+const RECEIVE_SIZE: usize = 64 * 1024;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Link for StreamLink<S> {
+    async fn send(&mut self, line: &[u8]) -> Result<(), ClientError> {
+        self.stream
+            .write_all(line)
+            .await
+            .map_err(ClientError::Connection)
+    }
+
+    async fn receive(&mut self) -> Result<Vec<u8>, ClientError> {
+        let mut buffer = Vec::with_capacity(RECEIVE_SIZE);
+        self.stream
+            .read_buf(&mut buffer)
+            .await
+            .map_err(ClientError::Connection)?;
+        Ok(buffer)
+    }
+}
+
 /// Connects to `host:port` over TCP, waiting at most `within`.
-pub async fn connect(host: &str, port: u16, within: Duration) -> Result<TcpStream, ClientError> {
+pub async fn connect(
+    host: &str,
+    port: u16,
+    within: Duration,
+) -> Result<StreamLink<TcpStream>, ClientError> {
     let addr = format!("{host}:{port}");
     match timeout(within, TcpStream::connect((host, port))).await {
         Ok(Ok(stream)) => {
             // Each message is one small write; do not let Nagle hold it.
             stream.set_nodelay(true).map_err(ClientError::Connection)?;
-            Ok(stream)
+            Ok(StreamLink::new(stream))
         }
         Ok(Err(source)) => Err(ClientError::Connect { addr, source }),
         Err(_elapsed) => Err(ClientError::ConnectTimeout {
@@ -75,24 +164,24 @@ pub async fn connect(host: &str, port: u16, within: Duration) -> Result<TcpStrea
     }
 }
 
-/// Runs the tutorial's conversation over `server`: prompt, read a line from
+/// Runs the tutorial's conversation over `link`: prompt, read a line from
 /// `input`, send it with `\n`, print the answer line, until `q` or end of
 /// input. Each answer must start arriving within `answer_timeout`, and no
 /// pause inside it may be longer.
-pub async fn converse<S, I, O>(
-    server: S,
+pub async fn converse<L, I, O>(
+    mut link: L,
     mut input: I,
     mut output: O,
     answer_timeout: Duration,
 ) -> Result<(), ClientError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    L: Link,
     I: AsyncBufRead + Unpin,
     O: AsyncWrite + Unpin,
 {
-    let (from_server, mut to_server) = tokio::io::split(server);
-    let mut from_server = BufReader::new(from_server);
     let mut line = Vec::new();
+    // Bytes that came after the end of the last answer.
+    let mut early = Vec::new();
     loop {
         write_out(&mut output, PROMPT.as_bytes()).await?;
         line.clear();
@@ -112,55 +201,56 @@ where
         let mut outgoing = Vec::with_capacity(message.len() + 1);
         outgoing.extend_from_slice(message);
         outgoing.push(b'\n');
-        to_server
-            .write_all(&outgoing)
-            .await
-            .map_err(ClientError::Connection)?;
-        to_server.flush().await.map_err(ClientError::Connection)?;
+        link.send(&outgoing).await?;
 
-        copy_answer(&mut from_server, &mut output, answer_timeout).await?;
+        copy_answer(&mut link, &mut early, &mut output, answer_timeout).await?;
     }
 }
 
-/// Streams one answer line from `server` to `output`, prefixed as in the
-/// tutorial. The prefix is written only once the answer starts, so a server
-/// that closes instead of answering does not leave a half-printed line.
-async fn copy_answer<R, O>(
-    server: &mut R,
+/// Streams one answer line to `output`, prefixed as in the tutorial. The
+/// prefix is written only once the answer starts, so a server that closes
+/// instead of answering does not leave a half-printed line.
+async fn copy_answer<L, O>(
+    link: &mut L,
+    early: &mut Vec<u8>,
     output: &mut O,
     within: Duration,
 ) -> Result<(), ClientError>
 where
-    R: AsyncBufRead + Unpin,
+    L: Link,
     O: AsyncWrite + Unpin,
 {
     let mut started = false;
     loop {
-        let available = match timeout(within, server.fill_buf()).await {
-            Ok(Ok(available)) => available,
-            Ok(Err(error)) => return Err(ClientError::Connection(error)),
-            Err(_elapsed) => return Err(ClientError::AnswerTimeout(within)),
-        };
-        if available.is_empty() {
-            if started {
-                // Keep what was printed on its own line before the error.
-                write_out(output, b"\n").await?;
+        let chunk = if early.is_empty() {
+            match timeout(within, link.receive()).await {
+                Ok(received) => received,
+                Err(_elapsed) => Err(ClientError::AnswerTimeout(within)),
             }
-            return Err(ClientError::ServerClosed);
-        }
+        } else {
+            Ok(std::mem::take(early))
+        };
+        let chunk = match chunk {
+            Ok(chunk) if !chunk.is_empty() => chunk,
+            ended => {
+                if started {
+                    // Keep what was printed on its own line before the error.
+                    write_out(output, b"\n").await?;
+                }
+                return Err(ended.err().unwrap_or(ClientError::ServerClosed));
+            }
+        };
         if !started {
             write_out(output, ANSWER_PREFIX.as_bytes()).await?;
             started = true;
         }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(end) => (&available[..=end], true),
-            None => (available, false),
-        };
-        let taken = chunk.len();
-        write_out(output, chunk).await?;
-        server.consume(taken);
-        if done {
-            return Ok(());
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                write_out(output, &chunk[..=end]).await?;
+                early.extend_from_slice(&chunk[end + 1..]);
+                return Ok(());
+            }
+            None => write_out(output, &chunk).await?,
         }
     }
 }
@@ -206,7 +296,7 @@ mod tests {
         tokio::spawn(tiny_piece_server(server_end));
         let mut printed = Vec::new();
         converse(
-            client_end,
+            StreamLink::new(client_end),
             &b"Hola\nadi\xc3\xb3s\r\nq\nignored\n"[..],
             &mut printed,
             PATIENCE,
@@ -224,9 +314,14 @@ mod tests {
         let (client_end, server_end) = duplex(64);
         tokio::spawn(tiny_piece_server(server_end));
         let mut printed = Vec::new();
-        converse(client_end, &b"hola"[..], &mut printed, PATIENCE)
-            .await
-            .unwrap();
+        converse(
+            StreamLink::new(client_end),
+            &b"hola"[..],
+            &mut printed,
+            PATIENCE,
+        )
+        .await
+        .unwrap();
         assert_eq!(printed, b" -> Recibido del servidor: HOLA\n -> \n");
     }
 
@@ -235,9 +330,14 @@ mod tests {
         let (client_end, server_end) = duplex(64);
         drop(server_end);
         let mut printed = Vec::new();
-        let error = converse(client_end, &b"Hola\n"[..], &mut printed, PATIENCE)
-            .await
-            .unwrap_err();
+        let error = converse(
+            StreamLink::new(client_end),
+            &b"Hola\n"[..],
+            &mut printed,
+            PATIENCE,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(
                 error,
@@ -252,7 +352,7 @@ mod tests {
         let (client_end, _server_end) = duplex(64);
         let mut printed = Vec::new();
         let error = converse(
-            client_end,
+            StreamLink::new(client_end),
             &b"Hola\n"[..],
             &mut printed,
             Duration::from_millis(50),

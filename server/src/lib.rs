@@ -5,6 +5,7 @@
 //! - [`server`]: the TCP server behind the `servidor` binary;
 //! - [`accept`]: accepting within a limit, retrying on errors;
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
+//! - [`websocket_link`]: the same conversation through the bridge;
 //! - [`console`]: how the binaries speak to the terminal (logs, previews).
 
 pub mod accept;
@@ -14,3 +15,4 @@ pub mod server;
 pub mod shutdown;
 pub mod upcase;
 pub mod utf8_stream;
+pub mod websocket_link;

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -24,45 +24,61 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     }
 }
 
-/// The path of one of the workspace's binaries, built if it is missing.
+/// The path of one of the workspace's binaries, built first.
 ///
 /// Cargo tells a package's tests where that package's own binaries are
-/// (`CARGO_BIN_EXE_<name>`); tests of other packages look for them beside
-/// their own executable, in the same target directory.
-pub fn binary(package: &str, name: &str) -> PathBuf {
+/// (`CARGO_BIN_EXE_<name>`); tests of other packages find them beside their
+/// own executable, in the same target directory. They are built (once per
+/// test process, a no-op when up to date) so that `cargo test -p <one
+/// package>` never runs a stale binary.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
     let test_exe = std::env::current_exe().expect("the test's own path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let profile_dir = test_exe
         .parent()
         .and_then(Path::parent)
         .expect("a test executable under target/<profile>/deps");
-    let path = profile_dir.join(name);
-    if !path.exists() {
+    BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--package", package, "--bin", name]);
+        build.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "--package",
+            "server",
+            "--package",
+            "bridge",
+        ]);
         if profile_dir.file_name().is_some_and(|dir| dir == "release") {
             build.arg("--release");
         }
         let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cannot build {name}");
-    }
+        assert!(status.success(), "cannot build the binaries");
+    });
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "no binary {name} in {}",
+        profile_dir.display()
+    );
     path
 }
 
 /// `servidor`.
 pub fn servidor_exe() -> PathBuf {
-    binary("server", "servidor")
+    binary("servidor")
 }
 
 /// `cliente`.
 pub fn cliente_exe() -> PathBuf {
-    binary("server", "cliente")
+    binary("cliente")
 }
 
 /// `bridge`.
 pub fn bridge_exe() -> PathBuf {
-    binary("bridge", "bridge")
+    binary("bridge")
 }
 
 /// Starts `servidor --port 0` with extra arguments and environment.

@@ -1,11 +1,13 @@
 //! `cliente`: the tutorial's terminal client, with the ` -> ` prompt.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use mayusculas::client::{self, ClientError};
 use mayusculas::console::{init_logging, parse_args, HELP_TEMPLATE};
+use mayusculas::websocket_link;
 use tokio::io::BufReader;
 
 /// Cliente del Tema 12: envía cada línea escrita al servidor y muestra la
@@ -13,9 +15,12 @@ use tokio::io::BufReader;
 ///
 /// Escriba un mensaje tras « -> » y pulse Intro; «q» o el fin de la entrada
 /// terminan. También funciona con la entrada redirigida:
-///   printf 'Hola\nq\n' | cliente
+///     printf 'Hola\nq\n' | cliente
+/// Con --url habla por WebSocket a través del puente:
+///     cliente --url ws://127.0.0.1:8080/ws
 #[derive(Debug, Parser)]
 #[command(
+    verbatim_doc_comment,
     name = "cliente",
     version,
     help_template = HELP_TEMPLATE,
@@ -41,6 +46,16 @@ struct Args {
         hide_default_value = true
     )]
     port: u16,
+
+    /// Conecta por WebSocket a través del puente en vez de por TCP, p. ej.
+    /// ws://127.0.0.1:8080/ws (o wss://…).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"])]
+    url: Option<String>,
+
+    /// Certificado PEM en el que confiar además de los públicos, para wss://
+    /// con un certificado propio.
+    #[arg(long, value_name = "FICHERO", requires = "url")]
+    ca_cert: Option<PathBuf>,
 
     /// Segundos de espera para conectar y para cada respuesta (por
     /// defecto 30).
@@ -85,7 +100,16 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), ClientError> {
     let patience = Duration::from_secs(args.timeout);
-    let server = client::connect(&args.host, args.port, patience).await?;
     let input = BufReader::new(tokio::io::stdin());
-    client::converse(server, input, tokio::io::stdout(), patience).await
+    let output = tokio::io::stdout();
+    match &args.url {
+        Some(url) => {
+            let link = websocket_link::connect_url(url, args.ca_cert.as_deref(), patience).await?;
+            client::converse(link, input, output, patience).await
+        }
+        None => {
+            let link = client::connect(&args.host, args.port, patience).await?;
+            client::converse(link, input, output, patience).await
+        }
+    }
 }
