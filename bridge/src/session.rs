@@ -95,7 +95,7 @@ enum Control<S> {
     Close(CloseCode, String),
     /// The client sent its close; here is the receiving half back, so the
     /// remaining output can still be delivered before the handshake ends.
-    ClientClosed(SplitStream<WebSocketStream<S>>),
+    ClientClosed(SplitStream<WebSocketStream<S>>, Option<u16>),
 }
 
 /// Runs one session to its end over an accepted WebSocket.
@@ -284,10 +284,14 @@ where
                     self.binary.store(true, Ordering::Relaxed);
                     bytes
                 }
-                Message::Close(_) => {
+                Message::Close(frame) => {
                     // No more input for the target; let it finish answering.
                     let _ = self.to_target.shutdown().await;
-                    let _ = self.control.send(Control::ClientClosed(self.stream)).await;
+                    let code = frame.map(|frame| u16::from(frame.code));
+                    let _ = self
+                        .control
+                        .send(Control::ClientClosed(self.stream, code))
+                        .await;
                     return None;
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
@@ -399,8 +403,8 @@ where
                     Some(Control::Close(code, reason)) => {
                         return Some(self.close(code, reason).await);
                     }
-                    Some(Control::ClientClosed(stream)) => {
-                        return Some(self.after_client_close(stream, None).await);
+                    Some(Control::ClientClosed(stream, code)) => {
+                        return Some(self.after_client_close(stream, code, None).await);
                     }
                     // Upstream ended on its own (the client is gone).
                     None => return None,
@@ -424,7 +428,7 @@ where
                             Sent::ClientClosedFirst(unsent) => {
                                 let stream = self.wait_for_returned_stream().await;
                                 return Some(match stream {
-                                    Some(stream) => self.after_client_close(stream, Some(unsent)).await,
+                                    Some((stream, code)) => self.after_client_close(stream, code, Some(unsent)).await,
                                     None => Ending { code: None, reason: String::from("el cliente se desconectó") },
                                 });
                             }
@@ -499,11 +503,13 @@ where
 
     /// Upstream hands its half over right after it reads the client's close;
     /// waits for it, briefly.
-    async fn wait_for_returned_stream(&mut self) -> Option<SplitStream<WebSocketStream<S>>> {
+    async fn wait_for_returned_stream(
+        &mut self,
+    ) -> Option<(SplitStream<WebSocketStream<S>>, Option<u16>)> {
         let deadline = Instant::now() + self.config.close_grace;
         loop {
             match timeout_at(deadline, self.controls.recv()).await {
-                Ok(Some(Control::ClientClosed(stream))) => return Some(stream),
+                Ok(Some(Control::ClientClosed(stream, code))) => return Some((stream, code)),
                 Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => return None,
             }
@@ -517,13 +523,15 @@ where
     async fn after_client_close(
         mut self,
         stream: SplitStream<WebSocketStream<S>>,
+        code: Option<u16>,
         unsent: Option<Message>,
     ) -> Ending {
+        let ending = Ending {
+            code,
+            reason: String::from("el cliente cerró la sesión"),
+        };
         let Ok(mut ws) = self.sink.reunite(stream) else {
-            return Ending {
-                code: None,
-                reason: String::from("el cliente cerró la sesión"),
-            };
+            return ending;
         };
         let deadline = Instant::now() + self.config.close_grace;
         let mut delivered: u64 = 0;
@@ -584,10 +592,7 @@ where
         // which tungstenite refuses once the peer has closed.)
         let closed = timeout(self.config.close_grace, SinkExt::close(&mut ws)).await;
         debug!("entregados {delivered} bytes tras el cierre del cliente ({closed:?})");
-        Ending {
-            code: None,
-            reason: String::from("el cliente cerró la sesión"),
-        }
+        ending
     }
 }
 

@@ -108,6 +108,8 @@ pub trait Link {
     async fn send(&mut self, line: &[u8]) -> Result<(), ClientError>;
     /// The next bytes from the server; empty once it has closed in order.
     async fn receive(&mut self) -> Result<Vec<u8>, ClientError>;
+    /// Says goodbye in order; errors do not matter any more.
+    async fn close(&mut self);
 }
 
 /// A byte stream: raw TCP, as the tutorial's client uses.
@@ -140,6 +142,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link for StreamLink<S> {
             .await
             .map_err(ClientError::Connection)?;
         Ok(buffer)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.stream.shutdown().await;
     }
 }
 
@@ -190,11 +196,13 @@ where
             .await
             .map_err(ClientError::Input)?;
         if read == 0 {
+            link.close().await;
             // End of input: finish the prompt's line, as a typed Enter would.
             return write_out(&mut output, b"\n").await;
         }
         let message = strip_line_end(&line);
         if message == QUIT {
+            link.close().await;
             return Ok(());
         }
 

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -54,7 +55,23 @@ impl Link for WebSocketLink {
             }
         }
     }
+
+    /// Sends the close and waits, briefly, for the bridge's answer.
+    async fn close(&mut self) {
+        let goodbye = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        if self.ws.close(Some(goodbye)).await.is_err() {
+            return;
+        }
+        let answered = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        let _ = timeout(CLOSE_WAIT, answered).await;
+    }
 }
+
+/// How long to wait for the bridge to answer our close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens a WebSocket session at `url` (`ws://` or `wss://`), waiting at most
 /// `within`. For `wss://`, the usual public roots are trusted, plus the PEM
