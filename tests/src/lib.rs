@@ -66,6 +66,43 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The repository's root.
+pub fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// The browser page, built with `trunk build --release` into `dist/` (once
+/// per test process; trunk and cargo skip what is up to date). The tools come
+/// from `scripts/setup`.
+pub fn built_page() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let root = repository();
+    BUILT.get_or_init(|| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let path = format!(
+            "{}/.tools/node_modules/.bin:{home}/.cargo/bin:{}",
+            root.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let output = std::process::Command::new("trunk")
+            .args(["build", "--release"])
+            .current_dir(&root)
+            .env("PATH", path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run trunk ({e}): run scripts/setup first"));
+        assert!(
+            output.status.success(),
+            "trunk build --release failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+    root.join("dist")
+}
+
 /// `servidor`.
 pub fn servidor_exe() -> PathBuf {
     binary("servidor")

@@ -1,0 +1,327 @@
+//! The browser page end to end, in a real headless Chromium driven through
+//! WebDriver: `servidor` and `bridge --web dist` on free ports, the page
+//! built with trunk. Needs `scripts/setup --browser`.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use harness::*;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::process::{Child, Command};
+
+/// The page, gzipped, must stay within this.
+const SIZE_BUDGET: usize = 40 * 1024;
+
+/// A port free a moment ago (chromedriver cannot be told to pick one).
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap()
+}
+
+/// A headless Chromium under chromedriver, closed when dropped.
+struct Browser {
+    client: Client,
+    _driver: Child,
+    _profile: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Browser {
+    async fn start(width: u32, height: u32) -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver: run scripts/setup --browser first");
+        let profile = TempDir(std::env::temp_dir().join(format!("chromium-{port}")));
+        let capabilities = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-quic",
+                    format!("--user-data-dir={}", profile.0.display()),
+                    format!("--window-size={width},{height}"),
+                ]
+            }
+        });
+        let capabilities = match capabilities {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let client = within(PATIENCE, "chromedriver and chromium", async {
+            loop {
+                let attempt = ClientBuilder::new(HttpConnector::new())
+                    .capabilities(capabilities.clone())
+                    .connect(&url)
+                    .await;
+                match attempt {
+                    Ok(client) => return client,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .await;
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    async fn text_of(&self, id: &str) -> String {
+        let element = self.client.find(Locator::Id(id)).await.unwrap();
+        element.text().await.unwrap()
+    }
+
+    /// Waits until the element's text satisfies `test`; returns it.
+    async fn wait_text(&self, id: &str, what: &str, test: impl Fn(&str) -> bool) -> String {
+        let waiting = async {
+            loop {
+                let text = self.text_of(id).await;
+                if test(&text) {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        match tokio::time::timeout(PATIENCE, waiting).await {
+            Ok(text) => text,
+            Err(_) => panic!("#{id} never showed {what}; it shows {:?}", self.text_of(id).await),
+        }
+    }
+
+    async fn type_message(&self, text: &str) {
+        let input = self.client.find(Locator::Id("mensaje")).await.unwrap();
+        input.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, id: &str) {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.unwrap();
+        let folder = repository().join("target/screenshots");
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join(name);
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+}
+
+/// `servidor` on `port` (0: a free one), and a bridge in front serving the page.
+async fn system(port: u16) -> (Running, Running) {
+    let dist = built_page();
+    let port = port.to_string();
+    let server = Running::start(servidor_exe(), &["--port", &port], &[]).await;
+    let target = server.addr.to_string();
+    let bridge = Running::start(
+        bridge_exe(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            &target,
+            "--web",
+            dist.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    (server, bridge)
+}
+
+fn page_url(bridge: SocketAddr) -> String {
+    format!("http://{bridge}/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
+    let (_server, bridge) = system(0).await;
+    let browser = Browser::start(1000, 800).await;
+    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    let status = browser
+        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+        .await;
+    assert_eq!(status, format!("Conectado a ws://{}/ws", bridge.addr));
+
+    // Typed, then the Enviar button.
+    browser.type_message("Hola").await;
+    browser.click("enviar").await;
+    let log = browser
+        .wait_text("registro", "HOLA", |t| t.contains("Recibido del servidor: HOLA"))
+        .await;
+    assert!(log.contains("-> Hola"), "{log}");
+    assert!(log.contains(" ms"), "the round trip time: {log}");
+
+    // Typed, then Enter.
+    browser.type_message("ñandú straße\u{E007}").await;
+    browser
+        .wait_text("registro", "ÑANDÚ STRASSE", |t| {
+            t.contains("Recibido del servidor: ÑANDÚ STRASSE")
+        })
+        .await;
+    browser.screenshot("pagina.png").await;
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
+    let (mut server, bridge) = system(0).await;
+    let port = server.addr.port();
+    let browser = Browser::start(1000, 800).await;
+    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser
+        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+        .await;
+
+    server.signal("TERM");
+    assert!(server.wait_exit(PATIENCE).await.success());
+    let status = browser
+        .wait_text("estado", "Desconectado with a reason", |t| {
+            t.starts_with("Desconectado (código") && t.contains("servidor")
+        })
+        .await;
+    eprintln!("status with servidor stopped: {status}");
+
+    // Sending now is refused visibly, not dropped.
+    browser.type_message("perdido\u{E007}").await;
+    browser
+        .wait_text("registro", "a notice", |t| {
+            t.contains("Sin conexión: «perdido» no se ha enviado")
+        })
+        .await;
+    browser.screenshot("pagina-desconectada.png").await;
+
+    let port = port.to_string();
+    let _again = Running::start(servidor_exe(), &["--port", &port], &[]).await;
+    browser
+        .wait_text("estado", "Conectado again", |t| t.starts_with("Conectado a"))
+        .await;
+    browser.type_message("de nuevo\u{E007}").await;
+    browser
+        .wait_text("registro", "DE NUEVO", |t| {
+            t.contains("Recibido del servidor: DE NUEVO")
+        })
+        .await;
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_toggle_disconnects_and_connects() {
+    let (_server, bridge) = system(0).await;
+    let browser = Browser::start(1000, 800).await;
+    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser
+        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+        .await;
+    assert_eq!(browser.text_of("conexion").await, "Desconectar");
+    browser.click("conexion").await;
+    browser
+        .wait_text("estado", "Desconectado", |t| {
+            t == "Desconectado (por el usuario)"
+        })
+        .await;
+    assert_eq!(browser.text_of("conexion").await, "Conectar");
+    browser.click("conexion").await;
+    browser
+        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+        .await;
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_readable_on_a_360_px_phone() {
+    let (_server, bridge) = system(0).await;
+    let browser = Browser::start(360, 740).await;
+    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser
+        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+        .await;
+    browser.type_message("hola desde el móvil\u{E007}").await;
+    browser
+        .wait_text("registro", "the answer", |t| {
+            t.contains("HOLA DESDE EL MÓVIL")
+        })
+        .await;
+    let overflow = browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow.as_i64(), Some(0), "horizontal scrolling at 360 px");
+    // The label belongs to the field: a screen reader names it «Mensaje».
+    let label = browser
+        .client
+        .execute("return document.getElementById('mensaje').labels[0].textContent", vec![])
+        .await
+        .unwrap();
+    assert_eq!(label.as_str(), Some("Mensaje"));
+    browser.screenshot("pagina-360.png").await;
+    browser.client.close().await.unwrap();
+}
+
+/// Gzipped size of every file of the page, as the bridge would send it.
+fn gzipped_size(dist: &Path) -> Vec<(String, usize, usize)> {
+    use std::io::Write;
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(dist).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(&bytes).unwrap();
+        let packed = gzip.finish().unwrap().len();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        sizes.push((name, bytes.len(), packed));
+    }
+    sizes.sort();
+    sizes
+}
+
+#[test]
+fn the_release_page_fits_in_40_kib_gzipped() {
+    let sizes = gzipped_size(&built_page());
+    let mut total = 0;
+    for (name, raw, packed) in &sizes {
+        eprintln!("{name}: {raw} bytes, {packed} gzip");
+        total += packed;
+    }
+    eprintln!(
+        "page total: {total} bytes gzip ({:.1} KiB of a {} KiB budget)",
+        total as f64 / 1024.0,
+        SIZE_BUDGET / 1024
+    );
+    assert!(sizes.iter().any(|(name, _, _)| name.ends_with(".wasm")));
+    assert!(total <= SIZE_BUDGET, "{total} bytes gzip is over budget");
+}

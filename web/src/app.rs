@@ -1,0 +1,320 @@
+//! The page's behaviour in the browser: connecting with backoff, sending,
+//! showing answers.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, UrlSearchParams, WebSocket};
+
+use crate::address::bridge_url;
+use crate::backoff::Backoff;
+use crate::conversation::Conversation;
+use crate::page::{Entry, Page, State};
+
+type Shared = Rc<RefCell<App>>;
+
+/// One WebSocket and its event handlers, released together.
+struct Connection {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut(Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Detached first, so a late event of this socket reaches nobody.
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}
+
+/// A pending reconnection.
+struct Retry {
+    id: i32,
+    _callback: Closure<dyn FnMut()>,
+}
+
+struct App {
+    page: Page,
+    url: Result<String, String>,
+    /// Whether the user wants to be connected (the toggle).
+    wanted: bool,
+    connection: Option<Connection>,
+    retry: Option<Retry>,
+    backoff: Backoff,
+    conversation: Conversation,
+}
+
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|window| window.performance())
+        .map(|performance| performance.now())
+        .unwrap_or_default()
+}
+
+/// Sets the page up and connects.
+#[wasm_bindgen(start)]
+pub fn start() -> Result<(), JsValue> {
+    let window = web_sys::window().ok_or("sin ventana")?;
+    let document = window.document().ok_or("sin documento")?;
+    let location = window.location();
+    let requested = UrlSearchParams::new_with_str(&location.search()?)?.get("ws");
+    let url = bridge_url(&location.protocol()?, &location.host()?, requested.as_deref());
+    let page = Page::find(document)?;
+
+    let shared: Shared = Rc::new(RefCell::new(App {
+        page,
+        url,
+        wanted: true,
+        connection: None,
+        retry: None,
+        backoff: Backoff::default(),
+        conversation: Conversation::default(),
+    }));
+
+    // The page's own handlers live as long as the page.
+    let weak = Rc::downgrade(&shared);
+    let on_submit = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
+        event.prevent_default();
+        if let Some(shared) = weak.upgrade() {
+            shared.borrow_mut().send();
+        }
+    });
+    let weak = Rc::downgrade(&shared);
+    let on_toggle = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+        if let Some(shared) = weak.upgrade() {
+            toggle(&shared);
+        }
+    });
+    {
+        let app = shared.borrow();
+        app.page
+            .form
+            .add_event_listener_with_callback("submit", on_submit.as_ref().unchecked_ref())?;
+        app.page
+            .toggle
+            .add_event_listener_with_callback("click", on_toggle.as_ref().unchecked_ref())?;
+    }
+    on_submit.forget();
+    on_toggle.forget();
+
+    connect(&shared);
+    // The app lives as long as the page: its handlers only hold weak links.
+    std::mem::forget(shared);
+    Ok(())
+}
+
+fn connect(shared: &Shared) {
+    let mut app = shared.borrow_mut();
+    app.cancel_retry();
+    app.connection = None;
+    let url = match &app.url {
+        Ok(url) => url.clone(),
+        Err(problem) => {
+            let problem = problem.clone();
+            app.page.set_status(State::Disconnected, &problem);
+            return;
+        }
+    };
+    app.page
+        .set_status(State::Connecting, &format!("Conectando a {url}…"));
+    app.page.offer(false);
+    let ws = match WebSocket::new(&url) {
+        Ok(ws) => ws,
+        Err(_) => {
+            app.page
+                .set_status(State::Disconnected, &format!("No se puede abrir {url}"));
+            return;
+        }
+    };
+    ws.set_binary_type(BinaryType::Arraybuffer);
+
+    let weak = Rc::downgrade(shared);
+    let on_open = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+        with_app(&weak, |app| app.opened());
+    });
+    let weak = Rc::downgrade(shared);
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+        with_app(&weak, |app| app.received(event));
+    });
+    let weak = Rc::downgrade(shared);
+    let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
+        if let Some(shared) = weak.upgrade() {
+            closed(&shared, event);
+        }
+    });
+    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    app.connection = Some(Connection {
+        ws,
+        _on_open: on_open,
+        _on_message: on_message,
+        _on_close: on_close,
+    });
+}
+
+fn with_app(weak: &Weak<RefCell<App>>, act: impl FnOnce(&mut App)) {
+    if let Some(shared) = weak.upgrade() {
+        act(&mut shared.borrow_mut());
+    }
+}
+
+fn closed(shared: &Shared, event: CloseEvent) {
+    let mut app = shared.borrow_mut();
+    // Released here, inside its own handler: wasm-bindgen frees a closure
+    // only once its call has returned.
+    app.connection = None;
+    let unanswered = app.conversation.connection_lost();
+    if unanswered > 0 {
+        app.page.log(
+            Entry::Notice,
+            &format!("{unanswered} mensaje(s) sin respuesta: la conexión se cerró"),
+        );
+    }
+    let reason = event.reason();
+    let mut status = format!("Desconectado (código {}", event.code());
+    if !reason.is_empty() {
+        status.push_str(": ");
+        status.push_str(&reason);
+    }
+    status.push(')');
+    if app.wanted {
+        let delay = app.backoff.next_delay_ms();
+        status.push_str(&format!(" — nuevo intento en {:.1} s", f64::from(delay) / 1000.0));
+        schedule_retry(&mut app, shared, delay);
+    }
+    app.page.set_status(State::Disconnected, &status);
+}
+
+fn schedule_retry(app: &mut App, shared: &Shared, delay_ms: u32) {
+    let weak = Rc::downgrade(shared);
+    let callback = Closure::<dyn FnMut()>::new(move || {
+        if let Some(shared) = weak.upgrade() {
+            connect(&shared);
+        }
+    });
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let Ok(id) = window.set_timeout_with_callback_and_timeout_and_arguments_0(
+        callback.as_ref().unchecked_ref(),
+        delay_ms.min(i32::MAX as u32) as i32,
+    ) else {
+        return;
+    };
+    app.retry = Some(Retry {
+        id,
+        _callback: callback,
+    });
+}
+
+fn toggle(shared: &Shared) {
+    let wanted = {
+        let mut app = shared.borrow_mut();
+        app.wanted = !app.wanted;
+        if !app.wanted {
+            app.cancel_retry();
+            if let Some(connection) = app.connection.take() {
+                let _ = connection
+                    .ws
+                    .close_with_code_and_reason(1000, "desconectado por el usuario");
+            }
+            let unanswered = app.conversation.connection_lost();
+            if unanswered > 0 {
+                app.page.log(
+                    Entry::Notice,
+                    &format!("{unanswered} mensaje(s) sin respuesta: se desconectó"),
+                );
+            }
+            app.page
+                .set_status(State::Disconnected, "Desconectado (por el usuario)");
+            app.page.offer(true);
+        } else {
+            app.backoff.reset();
+        }
+        app.wanted
+    };
+    if wanted {
+        connect(shared);
+    }
+}
+
+impl App {
+    fn cancel_retry(&mut self) {
+        if let Some(retry) = self.retry.take() {
+            if let Some(window) = web_sys::window() {
+                window.clear_timeout_with_handle(retry.id);
+            }
+        }
+    }
+
+    fn opened(&mut self) {
+        self.backoff.reset();
+        let url = self.url.clone().unwrap_or_default();
+        self.page
+            .set_status(State::Connected, &format!("Conectado a {url}"));
+    }
+
+    fn open_socket(&self) -> Option<&WebSocket> {
+        self.connection
+            .as_ref()
+            .map(|connection| &connection.ws)
+            .filter(|ws| ws.ready_state() == WebSocket::OPEN)
+    }
+
+    fn send(&mut self) {
+        let text = self.page.input.value();
+        if text.is_empty() {
+            let _ = self.page.input.focus();
+            return;
+        }
+        let Some(ws) = self.open_socket() else {
+            let what = if self.wanted {
+                "esperando a la conexión"
+            } else {
+                "pulse Conectar"
+            };
+            self.page.log(
+                Entry::Notice,
+                &format!("Sin conexión: «{text}» no se ha enviado ({what})"),
+            );
+            return;
+        };
+        if !self.conversation.can_send() {
+            self.page.log(
+                Entry::Notice,
+                "Demasiados mensajes sin respuesta: espere un poco",
+            );
+            return;
+        }
+        if ws.send_with_str(&format!("{text}\n")).is_err() {
+            self.page
+                .log(Entry::Notice, &format!("No se pudo enviar «{text}»"));
+            return;
+        }
+        self.conversation.sent(now_ms());
+        self.page.log(Entry::Sent, &format!("-> {text}"));
+        self.page.input.set_value("");
+        let _ = self.page.input.focus();
+    }
+
+    fn received(&mut self, event: MessageEvent) {
+        let data = event.data();
+        let bytes = match data.as_string() {
+            Some(text) => text.into_bytes(),
+            None => match data.dyn_into::<js_sys::ArrayBuffer>() {
+                Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
+                Err(_) => return,
+            },
+        };
+        for answer in self.conversation.received(&bytes, now_ms()) {
+            self.page.log(Entry::Received, &answer.describe());
+        }
+    }
+}
