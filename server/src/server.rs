@@ -205,6 +205,9 @@ struct Connection {
 impl Connection {
     async fn run(mut self) {
         info!("[#{}] Conexión desde: {}", self.id, self.peer);
+        // Answers are written as soon as they are ready; Nagle would hold a
+        // small one back while an earlier segment awaits its ACK.
+        let _ = self.stream.set_nodelay(true);
         let ending = self.converse().await;
         info!(
             "[#{}] Conexión cerrada: {} ({} bytes recibidos, {} enviados)",

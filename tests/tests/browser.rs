@@ -104,7 +104,10 @@ impl Browser {
         };
         match tokio::time::timeout(PATIENCE, waiting).await {
             Ok(text) => text,
-            Err(_) => panic!("#{id} never showed {what}; it shows {:?}", self.text_of(id).await),
+            Err(_) => panic!(
+                "#{id} never showed {what}; it shows {:?}",
+                self.text_of(id).await
+            ),
         }
     }
 
@@ -174,7 +177,9 @@ async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
     browser.type_message("Hola").await;
     browser.click("enviar").await;
     let log = browser
-        .wait_text("registro", "HOLA", |t| t.contains("Recibido del servidor: HOLA"))
+        .wait_text("registro", "HOLA", |t| {
+            t.contains("Recibido del servidor: HOLA")
+        })
         .await;
     assert!(log.contains("-> Hola"), "{log}");
     assert!(log.contains(" ms"), "the round trip time: {log}");
@@ -217,11 +222,20 @@ async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
         })
         .await;
     browser.screenshot("pagina-desconectada.png").await;
+    // …and the text stays in the field, to send once connected.
+    let field = browser.client.find(Locator::Id("mensaje")).await.unwrap();
+    assert_eq!(
+        field.prop("value").await.unwrap().as_deref(),
+        Some("perdido")
+    );
+    field.clear().await.unwrap();
 
     let port = port.to_string();
     let _again = Running::start(servidor_exe(), &["--port", &port], &[]).await;
     browser
-        .wait_text("estado", "Conectado again", |t| t.starts_with("Conectado a"))
+        .wait_text("estado", "Conectado again", |t| {
+            t.starts_with("Conectado a")
+        })
         .await;
     browser.type_message("de nuevo\u{E007}").await;
     browser
@@ -281,7 +295,10 @@ async fn the_page_is_readable_on_a_360_px_phone() {
     // The label belongs to the field: a screen reader names it «Mensaje».
     let label = browser
         .client
-        .execute("return document.getElementById('mensaje').labels[0].textContent", vec![])
+        .execute(
+            "return document.getElementById('mensaje').labels[0].textContent",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(label.as_str(), Some("Mensaje"));

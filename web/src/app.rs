@@ -64,7 +64,11 @@ pub fn start() -> Result<(), JsValue> {
     let document = window.document().ok_or("sin documento")?;
     let location = window.location();
     let requested = UrlSearchParams::new_with_str(&location.search()?)?.get("ws");
-    let url = bridge_url(&location.protocol()?, &location.host()?, requested.as_deref());
+    let url = bridge_url(
+        &location.protocol()?,
+        &location.host()?,
+        requested.as_deref(),
+    );
     let page = Page::find(document)?;
 
     let shared: Shared = Rc::new(RefCell::new(App {
@@ -186,7 +190,8 @@ fn closed(shared: &Shared, event: CloseEvent) {
     status.push(')');
     if app.wanted {
         let delay = app.backoff.next_delay_ms();
-        status.push_str(&format!(" — nuevo intento en {:.1} s", f64::from(delay) / 1000.0));
+        let seconds = format!("{:.1}", f64::from(delay) / 1000.0).replace('.', ",");
+        status.push_str(&format!(" — nuevo intento en {seconds} s"));
         schedule_retry(&mut app, shared, delay);
     }
     app.page.set_status(State::Disconnected, &status);
