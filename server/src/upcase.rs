@@ -93,10 +93,42 @@ fn upcase_str(text: &str, out: &mut Vec<u8>) {
             .bytes()
             .position(|b| b.is_ascii())
             .unwrap_or(rest.len());
-        for character in rest[..non_ascii_len].chars() {
-            push_upper(character, out);
-        }
+        upcase_non_ascii(&rest[..non_ascii_len], out);
         at += non_ascii_len;
+    }
+}
+
+/// Appends the uppercase of `text`, which holds no ASCII.
+///
+/// Latin-1 characters (U+0080–U+00FF: `ñ`, `á`, `ü`, `¿`…), the non-ASCII
+/// characters of Spanish and most Western text, are mapped on their bytes;
+/// the rest goes through the full Unicode tables.
+fn upcase_non_ascii(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        if let [lead @ (0xC2 | 0xC3), second, ..] = bytes[at..] {
+            let mapped = match (lead, second) {
+                // U+00E0–U+00FE, lowercase à…þ but ÷: 0x20 below.
+                (0xC3, 0xA0..=0xBE) if second != 0xB7 => Some(second - 0x20),
+                // U+0080–U+00DE and ÷ are their own uppercase, but µ (U+00B5,
+                // to Greek Μ) and ß (U+00DF, to SS) are not.
+                (0xC2, _) if second != 0xB5 => Some(second),
+                (0xC3, 0x80..=0x9E | 0xB7) => Some(second),
+                _ => None,
+            };
+            if let Some(mapped) = mapped {
+                out.extend_from_slice(&[lead, mapped]);
+                at += 2;
+                continue;
+            }
+        }
+        // `at` is on a character boundary: only whole characters are skipped.
+        let Some(character) = text[at..].chars().next() else {
+            break;
+        };
+        push_upper(character, out);
+        at += character.len_utf8();
     }
 }
 
@@ -213,6 +245,17 @@ mod tests {
         transform.feed(&[0xE2], &mut out);
         transform.feed(&[0x82, b'x'], &mut out);
         assert_eq!(out, [0xE2, 0x82, b'X']);
+    }
+
+    #[test]
+    fn every_character_maps_as_str_to_uppercase_does() {
+        let mut out = Vec::new();
+        for character in (0..=0x10FFFF).filter_map(char::from_u32) {
+            out.clear();
+            upcase_str(character.encode_utf8(&mut [0; 4]), &mut out);
+            let expected = character.to_uppercase().collect::<String>();
+            assert_eq!(out, expected.as_bytes(), "{character:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,132 @@
+//! `loadgen`: measures `servidor` and `bridge` against a bare tokio echo
+//! server (the ceiling) started in the same run, checking every reply.
+//!
+//! Numbers move on shared machines, so every figure is printed beside its
+//! ceiling and as a ratio. See BENCHMARKS.md for the command and results.
+
+mod peers;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::peers::Peer;
+use crate::scenarios::{Link, Report};
+
+/// Load generator for the Tema 12 sockets system.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// A few seconds in all, small sizes: correctness only (CI's smoke run).
+    #[arg(long)]
+    quick: bool,
+
+    /// MiB streamed over one connection.
+    #[arg(long, default_value_t = 1024)]
+    stream_mib: u64,
+
+    /// Seconds each request/response measurement runs.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+
+    /// Idle TCP clients held on servidor.
+    #[arg(long, default_value_t = 10_000)]
+    idle_tcp: usize,
+
+    /// Idle WebSocket sessions held on the bridge.
+    #[arg(long, default_value_t = 5_000)]
+    idle_ws: usize,
+
+    /// Folder holding the release binaries servidor and bridge (default:
+    /// beside this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The ceiling: a bare tokio echo server (started by the main run).
+    Echo {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.command {
+        Some(Command::Echo { port }) => runtime.block_on(peers::echo_server(port)),
+        None => runtime.block_on(run(args)),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no folder for this binary")?
+            .to_path_buf(),
+    };
+    let (stream_bytes, seconds, idle_tcp, idle_ws, counts): (u64, f64, usize, usize, &[usize]) =
+        if args.quick {
+            (16 << 20, 0.3, 100, 50, &[1, 10])
+        } else {
+            (
+                args.stream_mib << 20,
+                args.seconds,
+                args.idle_tcp,
+                args.idle_ws,
+                &[1, 50, 1000],
+            )
+        };
+    let duration = Duration::from_secs_f64(seconds);
+    let mut report = Report::default();
+
+    let echo = Peer::start_echo().await?;
+    let servidor = Peer::start(&bin_dir, "servidor", &["--port", "0"]).await?;
+    let target = servidor.addr.to_string();
+    let bridge = Peer::start(
+        &bin_dir,
+        "bridge",
+        &["--listen", "127.0.0.1:0", "--target", &target],
+    )
+    .await?;
+
+    // 1. One connection streaming.
+    for (peer, upper) in [(&echo, false), (&servidor, true)] {
+        let mib_s = scenarios::stream(peer, stream_bytes, upper).await?;
+        report.stream(&peer.name, stream_bytes, mib_s);
+    }
+
+    // 2. Request/response, 64-byte lines, direct TCP and through the bridge.
+    for &connections in counts {
+        for (peer, link) in [
+            (&echo, Link::Tcp),
+            (&servidor, Link::Tcp),
+            (&bridge, Link::WebSocket),
+        ] {
+            let result = scenarios::request_response(peer, link, connections, duration).await?;
+            report.requests(&peer.name, connections, result);
+        }
+    }
+
+    // 3. Memory of idle clients.
+    let per_tcp = scenarios::idle(&servidor, Link::Tcp, idle_tcp).await?;
+    report.idle(&servidor.name, idle_tcp, per_tcp);
+    let per_ws = scenarios::idle(&bridge, Link::WebSocket, idle_ws).await?;
+    report.idle(&bridge.name, idle_ws, per_ws);
+
+    print!("{}", report.render());
+    Ok(())
+}

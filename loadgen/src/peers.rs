@@ -1,0 +1,104 @@
+//! The servers under measurement, each in its own process so that its
+//! resident memory can be read: the echo ceiling, `servidor`, `bridge`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// A server process listening on `addr`. Killed when dropped.
+pub struct Peer {
+    /// For the report.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Peer {
+    /// Starts `dir/name args…` with a quiet log and waits for its address.
+    pub async fn start(dir: &Path, name: &str, args: &[&str]) -> anyhow::Result<Peer> {
+        let program = dir.join(name);
+        if !program.exists() {
+            bail!(
+                "{} is missing: build it first (cargo build --release --bins)",
+                program.display()
+            );
+        }
+        Self::spawn(name, Command::new(program).args(args)).await
+    }
+
+    /// Starts this same program as the bare echo server.
+    pub async fn start_echo() -> anyhow::Result<Peer> {
+        let me = std::env::current_exe()?;
+        Self::spawn("echo", Command::new(me).args(["echo", "--port", "0"])).await
+    }
+
+    async fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Peer> {
+        let mut child = command
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines
+            .next_line()
+            .await?
+            .with_context(|| format!("{name} printed no address"))?;
+        let addr = first
+            .split_whitespace()
+            .last()
+            .and_then(|word| word.parse().ok())
+            .with_context(|| format!("no address in {first:?}"))?;
+        // Keep draining its stdout so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Peer {
+            name: name.to_string(),
+            addr,
+            child,
+        })
+    }
+
+    /// Resident memory, in bytes (Linux).
+    pub fn resident_bytes(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("the process has ended")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS")?;
+        Ok(kib * 1024)
+    }
+}
+
+/// The ceiling: echoes every byte back, one 64 KiB buffer per connection,
+/// nothing else. Prints its address first, as servidor does.
+pub async fn echo_server(port: u16) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("Eco escuchando en {}", listener.local_addr()?);
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let read = match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => read,
+                };
+                if stream.write_all(&buffer[..read]).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
