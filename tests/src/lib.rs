@@ -28,9 +28,9 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
 ///
 /// Cargo tells a package's tests where that package's own binaries are
 /// (`CARGO_BIN_EXE_<name>`); tests of other packages find them beside their
-/// own executable, in the same target directory. They are built (once per
-/// test process, a no-op when up to date) so that `cargo test -p <one
-/// package>` never runs a stale binary.
+/// own executable, in the same target directory. They are built first (once
+/// per test process) so that `cargo test -p <one package>` never runs a
+/// stale binary.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let test_exe = std::env::current_exe().expect("the test's own path");
@@ -42,15 +42,34 @@ pub fn binary(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
         let mut build = std::process::Command::new(cargo);
-        build.args([
-            "build",
-            "--quiet",
-            "--bins",
-            "--package",
-            "server",
-            "--package",
-            "bridge",
-        ]);
+        // Exactly what `cargo test --workspace` builds, so that after it
+        // (the README's test command) this is a no-op, and features never
+        // flip between two builds of the same binaries.
+        build.args(["test", "--workspace", "--no-run", "--quiet"]);
+        // Cargo gave this test process variables of its own package; some
+        // build scripts track such variables, and would rebuild.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let package_specific = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+            if package_specific
+                || [
+                    "OUT_DIR",
+                    "LD_LIBRARY_PATH",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|dir| dir == "release") {
             build.arg("--release");
         }
