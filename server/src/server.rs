@@ -219,33 +219,30 @@ impl Connection {
     /// the conversation.
     async fn converse(&mut self) -> Ending {
         let mut upcase = Upcase::new();
+        // Kept while the client keeps sending; given back whenever it
+        // pauses, so idle clients hold no buffer at all.
+        let mut input = Vec::new();
+        let mut output = Vec::new();
         loop {
-            let ready = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return self.close(&mut upcase, Ending::Shutdown).await,
-                ready = timeout(self.config.idle_timeout, self.stream.readable()) => ready,
-            };
-            match ready {
-                Err(_elapsed) => {
-                    let ending = Ending::IdleTimeout(self.config.idle_timeout);
-                    return self.close(&mut upcase, ending).await;
-                }
-                Ok(Err(error)) => return Ending::Failed(error),
-                Ok(Ok(())) => {}
-            }
-
-            // Allocated only once data is there, so idle clients hold no
-            // buffer at all.
-            let mut input = Vec::with_capacity(self.config.read_size);
+            input.clear();
+            input.reserve(self.config.read_size);
             match self.stream.try_read_buf(&mut input) {
-                Ok(0) => return self.close(&mut upcase, Ending::ClientClosed).await,
+                Ok(0) => return Box::pin(self.close(&mut upcase, Ending::ClientClosed)).await,
                 Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    input = Vec::new();
+                    output = Vec::new();
+                    match self.wait_for_input().await {
+                        Ok(()) => continue,
+                        Err(Ending::Failed(error)) => return Ending::Failed(error),
+                        Err(ending) => return Box::pin(self.close(&mut upcase, ending)).await,
+                    }
+                }
                 Err(error) => return Ending::Failed(error),
             }
             self.traffic.received += input.len() as u64;
 
-            let mut output = Vec::new();
+            output.clear();
             upcase.feed(&input, &mut output);
             info!(
                 "[#{}] desde el usuario conectado: {}",
@@ -262,6 +259,20 @@ impl Connection {
             if let Err(ending) = self.deliver(&output).await {
                 return ending;
             }
+        }
+    }
+
+    /// Waits until the client sends something, or why not.
+    async fn wait_for_input(&mut self) -> Result<(), Ending> {
+        let ready = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return Err(Ending::Shutdown),
+            ready = timeout(self.config.idle_timeout, self.stream.readable()) => ready,
+        };
+        match ready {
+            Err(_elapsed) => Err(Ending::IdleTimeout(self.config.idle_timeout)),
+            Ok(Err(error)) => Err(Ending::Failed(error)),
+            Ok(Ok(())) => Ok(()),
         }
     }
 
@@ -315,7 +326,9 @@ impl Connection {
     }
 
     async fn drain_until(&mut self, deadline: Instant) {
-        let mut scrap = [0u8; 4096];
+        // On the heap: a buffer in the future would be held by every
+        // connection, idle or not.
+        let mut scrap = vec![0u8; 4096];
         while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.readable()).await {
             match self.stream.try_read(&mut scrap) {
                 Ok(0) => return,
