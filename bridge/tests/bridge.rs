@@ -126,23 +126,6 @@ async fn read_to_close(ws: &mut Ws) -> (Vec<u8>, Option<(CloseCode, String)>) {
     }
 }
 
-async fn read_to_close_or_log(
-    ws: &mut Ws,
-    bridge: &Running,
-) -> (Vec<u8>, Option<(CloseCode, String)>) {
-    let mut data = Vec::new();
-    loop {
-        match within(PATIENCE, "the close", ws.next()).await {
-            Some(Ok(Message::Close(frame))) => {
-                return (data, frame.map(|f| (f.code, f.reason.to_string())));
-            }
-            Some(Ok(message)) => data.extend_from_slice(&message.into_data()),
-            Some(Err(error)) => panic!("{error} after {} bytes\n{}", data.len(), bridge.log()),
-            None => return (data, None),
-        }
-    }
-}
-
 #[tokio::test]
 async fn text_and_binary_round_trips() {
     let bridge = bridge_to(servidor_in_process().await, &[]).await;
@@ -259,7 +242,7 @@ async fn the_client_closes_while_the_target_still_writes_and_nothing_is_lost() {
     }
     ws.close(None).await.unwrap();
 
-    let (data, _close) = read_to_close_or_log(&mut ws, &bridge).await;
+    let (data, _close) = read_to_close(&mut ws).await;
     let received = within(PATIENCE, "the target's copy", received_rx)
         .await
         .unwrap();

@@ -21,6 +21,15 @@ use crate::console::describe_io;
 const PAUSE_MIN: Duration = Duration::from_millis(10);
 const PAUSE_MAX: Duration = Duration::from_secs(1);
 
+/// Raises the soft limit on open descriptors to the hard one: ten thousand
+/// clients need ten thousand descriptors, and the soft limit is often 1,024.
+pub fn raise_descriptor_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("límite de descriptores: {limit}"),
+        Err(error) => warn!("no se pudo subir el límite de descriptores: {error}"),
+    }
+}
+
 /// A client connection, with its place among the limited ones.
 pub struct Accepted {
     /// The connection.

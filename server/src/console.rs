@@ -18,6 +18,30 @@ Uso: {usage}
 Opciones:
 {options}{after-help}";
 
+/// `-h/--help` and `-V/--version`, in Spanish, for every binary (with
+/// `disable_help_flag` and `disable_version_flag` set on the command).
+#[derive(Debug, clap::Args)]
+pub struct HelpFlags {
+    /// Muestra esta ayuda.
+    #[arg(short, long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+
+    /// Muestra la versión.
+    #[arg(short = 'V', long, action = clap::ArgAction::Version)]
+    version: Option<bool>,
+}
+
+/// The process's exit: 0, or 1 after `error: …` on standard error.
+pub fn exit_code<E: fmt::Display>(outcome: Result<(), E>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line like `T::parse`, but reports the common usage
 /// mistakes in Spanish. Exits with 0 after `--help`/`--version`, 2 on a
 /// usage error.

@@ -11,9 +11,9 @@ use bridge::origin::OriginPolicy;
 use bridge::routes::App;
 use bridge::session::SessionConfig;
 use bridge::{listener, tls};
-use clap::{ArgAction, Parser};
+use clap::Parser;
 use mayusculas::accept::Acceptor;
-use mayusculas::console::{init_logging, parse_args, HELP_TEMPLATE};
+use mayusculas::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use mayusculas::{server, shutdown};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
@@ -114,25 +114,14 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout: u64,
 
-    /// Muestra esta ayuda.
-    #[arg(short, long, action = ArgAction::Help)]
-    help: Option<bool>,
-
-    /// Muestra la versión.
-    #[arg(short = 'V', long, action = ArgAction::Version)]
-    version: Option<bool>,
+    #[command(flatten)]
+    flags: HelpFlags,
 }
 
 fn main() -> ExitCode {
     let args: Args = parse_args();
     init_logging("info");
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(run(args))
 }
 
 #[tokio::main]
@@ -158,7 +147,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if split_host_port(&args.target).is_none() {
         bail!("--target «{}» no es MÁQUINA:PUERTO", args.target);
     }
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    mayusculas::accept::raise_descriptor_limit();
 
     let listener = server::bind(host, port).await?;
     let local = listener

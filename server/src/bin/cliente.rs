@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser};
+use clap::Parser;
 use mayusculas::client::{self, ClientError};
-use mayusculas::console::{init_logging, parse_args, HELP_TEMPLATE};
+use mayusculas::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use mayusculas::websocket_link;
 use tokio::io::BufReader;
 
@@ -63,13 +63,8 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
 
-    /// Muestra esta ayuda.
-    #[arg(short, long, action = ArgAction::Help)]
-    help: Option<bool>,
-
-    /// Muestra la versión.
-    #[arg(short = 'V', long, action = ArgAction::Version)]
-    version: Option<bool>,
+    #[command(flatten)]
+    flags: HelpFlags,
 }
 
 fn main() -> ExitCode {
@@ -80,22 +75,13 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: no se pudo iniciar: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return exit_code(Err(format!("no se pudo iniciar: {error}"))),
     };
     let outcome = runtime.block_on(run(args));
     // Standard input is read on a blocking thread that the runtime would
     // otherwise wait for; nothing is pending on it once the conversation ends.
     runtime.shutdown_background();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(outcome)
 }
 
 async fn run(args: Args) -> Result<(), ClientError> {

@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{ArgAction, Parser};
-use mayusculas::console::{init_logging, parse_args, HELP_TEMPLATE};
+use clap::Parser;
+use mayusculas::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use mayusculas::server::{self, Config};
 use mayusculas::shutdown;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// How long after Ctrl-C or SIGTERM the process exits, whatever is left.
 const EXIT_DEADLINE: Duration = Duration::from_millis(900);
@@ -76,30 +76,19 @@ struct Args {
     )]
     log_preview: usize,
 
-    /// Muestra esta ayuda.
-    #[arg(short, long, action = ArgAction::Help)]
-    help: Option<bool>,
-
-    /// Muestra la versión.
-    #[arg(short = 'V', long, action = ArgAction::Version)]
-    version: Option<bool>,
+    #[command(flatten)]
+    flags: HelpFlags,
 }
 
 fn main() -> ExitCode {
     let args: Args = parse_args();
     init_logging("info");
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(run(args))
 }
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
-    raise_descriptor_limit();
+    mayusculas::accept::raise_descriptor_limit();
     let listener = server::bind(&args.host, args.port).await?;
     let local = listener
         .local_addr()
@@ -131,13 +120,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!("se cierran las conexiones que no terminaron a tiempo");
     }
     Ok(())
-}
-
-/// Ten thousand clients need ten thousand descriptors: take the hard limit
-/// where the soft one is lower.
-fn raise_descriptor_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => debug!("límite de descriptores: {limit}"),
-        Err(error) => warn!("no se pudo subir el límite de descriptores: {error}"),
-    }
 }
