@@ -54,6 +54,9 @@ pub struct SessionConfig {
     pub ping_interval: Duration,
     /// After one side closes, how long the other may still deliver.
     pub close_grace: Duration,
+    /// A client that takes nothing for this long while answers wait for it
+    /// is dropped.
+    pub write_timeout: Duration,
     /// The most bytes read from the target at once (one message at most).
     pub read_size: usize,
     /// The largest message a client may send, for the close reason.
@@ -174,11 +177,22 @@ where
         config,
         framer: Framer::new(),
     };
-    let (up, down) = tokio::join!(upstream.run(shutdown, &downstream_done), async {
+    let up = upstream.run(shutdown, &downstream_done);
+    let down = async {
         let ending = downstream.run().await;
         downstream_done.cancel();
         ending
-    });
+    };
+    tokio::pin!(up, down);
+    let (up, down) = tokio::select! {
+        up = &mut up => match up {
+            // Upstream decided (a dead or failed client): downstream may be
+            // stuck sending to it, so it is dropped, not awaited.
+            Some(ending) => return ending,
+            None => (None, down.await),
+        },
+        down = &mut down => (up.await, down),
+    };
     down.or(up).unwrap_or(Ending {
         code: None,
         reason: String::from("el cliente se desconectó"),
@@ -384,6 +398,8 @@ enum Sent {
     /// The client closed first: tungstenite refuses data after that.
     ClientClosedFirst(Message),
     Failed(WsError),
+    /// The client took nothing for the write timeout.
+    Stalled,
 }
 
 impl<S> Downstream<'_, S>
@@ -395,11 +411,11 @@ where
             tokio::select! {
                 biased;
                 control = self.controls.recv() => match control {
-                    Some(Control::Ping) => {
-                        if let Sent::Failed(error) = self.send(Message::Ping(Default::default())).await {
-                            return Some(client_lost(error));
-                        }
-                    }
+                    Some(Control::Ping) => match self.send(Message::Ping(Default::default())).await {
+                        Sent::Failed(error) => return Some(client_lost(error)),
+                        Sent::Stalled => return Some(self.stalled()),
+                        Sent::Ok | Sent::ClientClosedFirst(_) => {}
+                    },
                     Some(Control::Close(code, reason)) => {
                         return Some(self.close(code, reason).await);
                     }
@@ -433,6 +449,7 @@ where
                                 });
                             }
                             Sent::Failed(error) => return Some(client_lost(error)),
+                            Sent::Stalled => return Some(self.stalled()),
                         }
                     }
                 }
@@ -451,15 +468,28 @@ where
     async fn send(&mut self, message: Message) -> Sent {
         let size = data_len(&message);
         let kept = message.clone();
-        match self.sink.send(message).await {
-            Ok(()) => {
+        // A slow browser holds this send (backpressure); one that has not
+        // taken anything for the write timeout is gone or stuck.
+        match timeout(self.config.write_timeout, self.sink.send(message)).await {
+            Ok(Ok(())) => {
                 self.traffic.down.fetch_add(size, Ordering::Relaxed);
                 Sent::Ok
             }
-            Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => {
+            Ok(Err(WsError::Protocol(ProtocolError::SendAfterClosing))) => {
                 Sent::ClientClosedFirst(kept)
             }
-            Err(error) => Sent::Failed(error),
+            Ok(Err(error)) => Sent::Failed(error),
+            Err(_elapsed) => Sent::Stalled,
+        }
+    }
+
+    fn stalled(&self) -> Ending {
+        Ending {
+            code: None,
+            reason: format!(
+                "el cliente no leyó nada en {} s",
+                self.config.write_timeout.as_secs()
+            ),
         }
     }
 
@@ -470,7 +500,7 @@ where
         for payload in payloads {
             match self.send(message_of(payload)).await {
                 Sent::Ok => {}
-                Sent::ClientClosedFirst(_) | Sent::Failed(_) => break,
+                Sent::ClientClosedFirst(_) | Sent::Failed(_) | Sent::Stalled => break,
             }
         }
         self.close(
@@ -494,7 +524,8 @@ where
             code,
             reason: fit_close_reason(&reason).into(),
         };
-        let _ = self.sink.send(Message::Close(Some(frame))).await;
+        let closing = self.sink.send(Message::Close(Some(frame)));
+        let _ = timeout(self.config.close_grace, closing).await;
         Ending {
             code: Some(code.into()),
             reason,

@@ -438,6 +438,33 @@ async fn a_dead_client_is_pinged_then_dropped() {
     assert_eq!(bridge.log().matches("no respondió al ping").count(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_its_target_closed() {
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let target = target_that(|mut stream| async move {
+        // Floods until the bridge lets go of this connection.
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0usize;
+        while stream.write_all(&chunk).await.is_ok() {
+            sent += chunk.len();
+        }
+        let _ = closed_tx.send(sent);
+    })
+    .await;
+    let bridge = bridge_to(target, &["--write-timeout", "1"]).await;
+    // A handshake, then nothing read, ever.
+    let mut stuck = TcpStream::connect(bridge.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        bridge.addr
+    );
+    stuck.write_all(request.as_bytes()).await.unwrap();
+    bridge.wait_for_log("el cliente no leyó nada en 1 s").await;
+    let sent = within(PATIENCE, "the target let go", closed_rx).await.unwrap();
+    eprintln!("the target got {} KiB out before the bridge let go", sent / 1024);
+}
+
 #[tokio::test]
 async fn sigterm_closes_sessions_with_1001_and_exits_0() {
     let mut bridge = bridge_to(servidor_in_process().await, &[]).await;

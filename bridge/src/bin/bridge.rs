@@ -109,6 +109,12 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     close_grace: u64,
 
+    /// Segundos que puede esperar un envío a un cliente que no lee; pasado
+    /// ese tiempo se le da por perdido (por defecto 30).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    write_timeout: u64,
+
     /// Segundos de espera al conectar con el servidor (por defecto 5).
     #[arg(long, value_name = "SEGUNDOS", default_value_t = 5, hide_default_value = true,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -172,6 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(args.connect_timeout),
         ping_interval: Duration::from_secs(args.ping_interval),
         close_grace: Duration::from_secs(args.close_grace),
+        write_timeout: Duration::from_secs(args.write_timeout),
         read_size: READ_SIZE,
         max_message,
     };
