@@ -13,7 +13,7 @@ use axum::http::header::{
     CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
     UPGRADE,
 };
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -143,10 +143,9 @@ async fn upgrade(
             StatusCode::UPGRADE_REQUIRED,
             "versión de WebSocket no admitida (se admite la 13)",
         );
-        response.headers_mut().insert(
-            SEC_WEBSOCKET_VERSION,
-            "13".parse().expect("a valid header value"),
-        );
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return response;
     }
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {

@@ -461,8 +461,13 @@ async fn a_client_that_stops_reading_is_dropped_and_its_target_closed() {
     );
     stuck.write_all(request.as_bytes()).await.unwrap();
     bridge.wait_for_log("el cliente no leyó nada en 1 s").await;
-    let sent = within(PATIENCE, "the target let go", closed_rx).await.unwrap();
-    eprintln!("the target got {} KiB out before the bridge let go", sent / 1024);
+    let sent = within(PATIENCE, "the target let go", closed_rx)
+        .await
+        .unwrap();
+    eprintln!(
+        "the target got {} KiB out before the bridge let go",
+        sent / 1024
+    );
 }
 
 #[tokio::test]

@@ -31,6 +31,15 @@ pub struct HelpFlags {
     version: Option<bool>,
 }
 
+/// Prints a line on standard output (the bound address, say) and flushes
+/// it, so that a program reading it sees it at once. Never panics: with
+/// nobody reading (`servidor | head -1`), the line is dropped.
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+}
+
 /// The process's exit: 0, or 1 after `error: …` on standard error.
 pub fn exit_code<E: fmt::Display>(outcome: Result<(), E>) -> std::process::ExitCode {
     match outcome {

@@ -13,7 +13,9 @@ use bridge::session::SessionConfig;
 use bridge::{listener, tls};
 use clap::Parser;
 use mayusculas::accept::Acceptor;
-use mayusculas::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
+use mayusculas::console::{
+    announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE,
+};
 use mayusculas::{server, shutdown};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
@@ -159,17 +161,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("no se pudo leer la dirección de escucha")?;
-    println!("Puente escuchando en {local}");
+    announce(&format!("Puente escuchando en {local}"));
     let (http, ws) = if tls.is_some() {
         ("https", "wss")
     } else {
         ("http", "ws")
     };
     match &args.web {
-        Some(web) => println!("Página: {http}://{local}/ ({})", web.display()),
-        None => println!("Sin página (use --web DIR)"),
+        Some(web) => announce(&format!("Página: {http}://{local}/ ({})", web.display())),
+        None => announce("Sin página (use --web DIR)"),
     }
-    println!("WebSocket: {ws}://{local}/ws → servidor {}", args.target);
+    announce(&format!(
+        "WebSocket: {ws}://{local}/ws → servidor {}",
+        args.target
+    ));
 
     let stop = CancellationToken::new();
     let max_message = args.max_message as usize;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use mayusculas::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
+use mayusculas::console::{
+    announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE,
+};
 use mayusculas::server::{self, Config};
 use mayusculas::shutdown;
 use tokio_util::sync::CancellationToken;
@@ -93,7 +95,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("no se pudo leer la dirección de escucha")?;
-    println!("Servidor escuchando en {local}");
+    announce(&format!("Servidor escuchando en {local}"));
 
     let config = Config {
         max_connections: args.max_connections as usize,
