@@ -387,6 +387,19 @@ async fn a_half_sent_handshake_is_dropped() {
     assert!(closed.is_ok(), "still open after 5 s");
 }
 
+/// A client that completes the WebSocket handshake, then neither reads
+/// nor answers anything.
+async fn silent_websocket(bridge: &Running) -> TcpStream {
+    let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        bridge.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
 #[tokio::test]
 async fn a_dead_client_is_pinged_then_dropped() {
     let bridge = bridge_to(servidor_in_process().await, &["--ping-interval", "1"]).await;
@@ -405,13 +418,7 @@ async fn a_dead_client_is_pinged_then_dropped() {
     assert!(matches!(ping, Some(Message::Ping(_))), "{ping:?}");
 
     // A dead one: a handshake, then silence.
-    let mut dead = TcpStream::connect(bridge.addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        bridge.addr
-    );
-    dead.write_all(request.as_bytes()).await.unwrap();
+    let mut dead = silent_websocket(&bridge).await;
     bridge
         .wait_for_log("el cliente no respondió al ping en 1 s")
         .await;
@@ -453,13 +460,7 @@ async fn a_client_that_stops_reading_is_dropped_and_its_target_closed() {
     .await;
     let bridge = bridge_to(target, &["--write-timeout", "1"]).await;
     // A handshake, then nothing read, ever.
-    let mut stuck = TcpStream::connect(bridge.addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        bridge.addr
-    );
-    stuck.write_all(request.as_bytes()).await.unwrap();
+    let _stuck = silent_websocket(&bridge).await;
     bridge.wait_for_log("el cliente no leyó nada en 1 s").await;
     let sent = within(PATIENCE, "the target let go", closed_rx)
         .await
