@@ -9,6 +9,7 @@
 //! so a client that does not read its answers stops being read (backpressure)
 //! without slowing anyone else.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -221,16 +222,12 @@ impl Connection {
         let mut upcase = Upcase::new();
         // Kept while the client keeps sending; given back whenever it
         // pauses, so idle clients hold no buffer at all.
-        let mut input = Vec::new();
         let mut output = Vec::new();
         loop {
-            input.clear();
-            input.reserve(self.config.read_size);
-            match self.stream.try_read_buf(&mut input) {
+            match self.read_and_transform(&mut upcase, &mut output) {
                 Ok(0) => return Box::pin(self.close(&mut upcase, Ending::ClientClosed)).await,
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    input = Vec::new();
                     output = Vec::new();
                     match self.wait_for_input().await {
                         Ok(()) => continue,
@@ -240,26 +237,51 @@ impl Connection {
                 }
                 Err(error) => return Ending::Failed(error),
             }
-            self.traffic.received += input.len() as u64;
+            if let Err(ending) = self.deliver(&output).await {
+                return ending;
+            }
+        }
+    }
 
+    /// Reads what the client has sent (without waiting) and transforms it
+    /// into `output`; returns how many bytes were read.
+    ///
+    /// The read buffer belongs to the worker thread, not the connection:
+    /// nothing awaits between the read and the transform, so one buffer
+    /// serves every connection of the thread, and is never freed and
+    /// allocated again between two reads of a busy stream.
+    fn read_and_transform(
+        &mut self,
+        upcase: &mut Upcase,
+        output: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        thread_local! {
+            static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        INPUT.with_borrow_mut(|input| {
+            input.clear();
+            input.reserve(self.config.read_size);
+            let read = self.stream.try_read_buf(input)?;
+            if read == 0 {
+                return Ok(0);
+            }
+            self.traffic.received += read as u64;
             output.clear();
-            upcase.feed(&input, &mut output);
+            upcase.feed(input, output);
             info!(
                 "[#{}] desde el usuario conectado: {}",
                 self.id,
-                preview(&input, self.config.log_preview)
+                preview(input, self.config.log_preview)
             );
             if !output.is_empty() {
                 info!(
                     "[#{}] enviando: {}",
                     self.id,
-                    preview(&output, self.config.log_preview)
+                    preview(output, self.config.log_preview)
                 );
             }
-            if let Err(ending) = self.deliver(&output).await {
-                return ending;
-            }
-        }
+            Ok(read)
+        })
     }
 
     /// Waits until the client sends something, or why not.
