@@ -102,7 +102,7 @@ fn normalize_origin(origin: &str) -> Option<String> {
     if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
         return None;
     }
-    let (host, port) = split_port(authority);
+    let (host, port) = split_authority(authority);
     if host.is_empty() {
         return None;
     }
@@ -113,8 +113,9 @@ fn normalize_origin(origin: &str) -> Option<String> {
     }
 }
 
-/// Splits `host:port`, keeping IPv6 literals (`[::1]:80`) whole.
-fn split_port(authority: &str) -> (&str, Option<&str>) {
+/// Splits `host:port` (the port optional), keeping IPv6 literals
+/// (`[::1]:80`) whole, brackets included.
+pub fn split_authority(authority: &str) -> (&str, Option<&str>) {
     if let Some(end) = authority.rfind(']') {
         return match authority[end + 1..].strip_prefix(':') {
             Some(port) => (&authority[..=end], Some(port)),

@@ -55,6 +55,9 @@ impl Utf8Stream {
                 }
                 Err(error) => {
                     let (valid, after) = rest.split_at(error.valid_up_to());
+                    // Checked again (without `unsafe` there is no unchecked
+                    // conversion): a second pass only over the text before
+                    // an invalid byte, never on valid input.
                     if let Ok(text) = std::str::from_utf8(valid) {
                         if !text.is_empty() {
                             emit(Piece::Text(text));

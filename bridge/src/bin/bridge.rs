@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bridge::origin::OriginPolicy;
+use bridge::origin::{split_authority, OriginPolicy};
 use bridge::routes::App;
 use bridge::session::SessionConfig;
 use bridge::{listener, tls};
@@ -231,15 +231,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Splits `host:port`, with IPv6 hosts in brackets (`[::1]:8080`).
+/// Splits `host:port` into a host to resolve (IPv6 without its brackets)
+/// and a port; `None` unless both are there.
 fn split_host_port(address: &str) -> Option<(&str, u16)> {
-    let (host, port) = address.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let (host, port) = split_authority(address);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return None;
     }
-    Some((host, port.parse().ok()?))
+    Some((host, port?.parse().ok()?))
 }
