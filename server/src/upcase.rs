@@ -14,7 +14,9 @@
 //! - [`Upcase::finish`] flushes an incomplete tail unchanged.
 //!
 //! Feeding any input in any split gives exactly the bytes feeding it whole
-//! gives. The cutting into characters is [`crate::utf8_stream`]'s job.
+//! gives. Valid text is decoded and mapped here in one pass; what is
+//! invalid or cut between chunks goes to [`crate::utf8_stream`], which
+//! decides what is held and what passes through.
 
 use crate::utf8_stream::{Piece, Utf8Stream, MAX_PENDING};
 
@@ -46,7 +48,17 @@ impl Upcase {
     /// the next call.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len() + MAX_PENDING);
-        self.decoder.feed(input, |piece| emit_upper(piece, out));
+        // Valid text is checked as it is mapped, character by character, so
+        // the hot path makes one pass; the decoder takes over only at the
+        // first byte that is invalid or cut by the end of `input`, or when
+        // it holds the start of a character from the last call.
+        let mapped = if self.decoder.pending().is_empty() {
+            upcase_valid_prefix(input, out)
+        } else {
+            0
+        };
+        self.decoder
+            .feed(&input[mapped..], |piece| emit_upper(piece, out));
     }
 
     /// Ends the stream: an incomplete character held back is written out
@@ -73,128 +85,240 @@ pub fn upcase_bytes(input: &[u8]) -> Vec<u8> {
 }
 
 /// Appends the full uppercase mapping of `text` to `out`.
-///
-/// The hot path: ASCII is mapped eight bytes at a time, with no branch per
-/// byte, and the Latin-1 letters of Spanish (`ñ`, `á`…) are mapped on their
-/// bytes; only other characters go through the Unicode tables.
 fn upcase_str(text: &str, out: &mut Vec<u8>) {
-    let bytes = text.as_bytes();
+    let mapped = upcase_valid_prefix(text.as_bytes(), out);
+    debug_assert_eq!(mapped, text.len(), "a str is valid UTF-8 to its end");
+}
+
+/// Maps the longest prefix of `bytes` made of whole, valid UTF-8
+/// characters, appending their full uppercase mapping to `out`; returns the
+/// prefix's length. It stops at the first byte that is not valid UTF-8 or
+/// that starts a character cut by the end of `bytes`.
+///
+/// The hot path: runs of ASCII are mapped with no branch per byte, and the
+/// Latin-1 letters of Spanish (`ñ`, `á`, `¿`…) on their two bytes; only
+/// other characters are decoded, one at a time, and go through the Unicode
+/// tables.
+fn upcase_valid_prefix(bytes: &[u8], out: &mut Vec<u8>) -> usize {
     let mut at = 0;
     loop {
-        at += upcase_ascii_blocks(&bytes[at..], out);
-        at += upcase_ascii_words(&bytes[at..], out);
-        // Character by character, until ASCII is back for a whole word.
-        loop {
-            let Some(&byte) = bytes.get(at) else {
-                return;
-            };
-            if byte.is_ascii() {
-                if bytes.len() - at >= 8 {
-                    break;
-                }
-                out.push(byte.to_ascii_uppercase());
-                at += 1;
-            } else {
-                // `at` is on a character boundary: only whole characters
-                // and ASCII bytes were consumed.
-                at += upcase_char_at(&text[at..], out);
+        at += upcase_ascii_run(&bytes[at..], out);
+        let rest = &bytes[at..];
+        if let [lead @ (0xC2 | 0xC3), second @ 0x80..=0xBF, ..] = *rest {
+            if let Some(mapped) = upcase_latin1(lead, second) {
+                out.extend_from_slice(&[lead, mapped]);
+                at += 2;
+                continue;
             }
         }
-    }
-}
-
-/// Maps the leading 32-byte blocks of `bytes` that are all ASCII, with no
-/// branch per byte (the compiler makes vector instructions of it); returns
-/// how many bytes it took.
-fn upcase_ascii_blocks(bytes: &[u8], out: &mut Vec<u8>) -> usize {
-    const BLOCK: usize = 32;
-    let mut taken = 0;
-    for block in bytes.chunks_exact(BLOCK) {
-        let Ok(block) = <&[u8; BLOCK]>::try_from(block) else {
-            break;
+        let Some((character, width)) = decode_char(rest) else {
+            return at;
         };
-        if block.iter().fold(0, |seen, &b| seen | b) >= 0x80 {
-            break;
+        let encoded = &rest[..width];
+        match case_table().upper(character) {
+            Upper::Same => out.extend_from_slice(encoded),
+            Upper::One(upper) => push_char(upper, out),
+            Upper::Several => push_upper(character, out),
         }
-        out.extend_from_slice(&block.map(|b| b.to_ascii_uppercase()));
-        taken += BLOCK;
+        at += encoded.len();
     }
-    taken
 }
 
-/// Maps `bytes` eight at a time up to its first non-ASCII byte (or its last
-/// whole word); returns how many bytes it took.
-fn upcase_ascii_words(bytes: &[u8], out: &mut Vec<u8>) -> usize {
-    let mut taken = 0;
-    for word in bytes.chunks_exact(8) {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            break;
-        };
-        let word = u64::from_le_bytes(word);
-        let high = word & HIGH_BITS;
-        let upper = upcase_ascii_word(word).to_le_bytes();
-        if high != 0 {
-            // The bytes below the first non-ASCII one are ASCII, and their
-            // mapping is right: carries only move upwards.
-            let ascii = (high.trailing_zeros() / 8) as usize;
-            out.extend_from_slice(&upper[..ascii]);
-            return taken + ascii;
-        }
-        out.extend_from_slice(&upper);
-        taken += 8;
-    }
-    taken
-}
-
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
-/// Uppercases the eight ASCII bytes of `word` at once: a byte's high bit is
-/// set after adding 0x1F iff it is at least `a`, and after adding 0x05 iff
-/// it is above `z`; where exactly one is set, 0x20 is taken away. (No byte
-/// below 0x80 carries into the next.)
-fn upcase_ascii_word(word: u64) -> u64 {
-    let at_least_a = word.wrapping_add(0x1F1F_1F1F_1F1F_1F1F);
-    let above_z = word.wrapping_add(0x0505_0505_0505_0505);
-    let lowercase = (at_least_a ^ above_z) & HIGH_BITS;
-    word ^ (lowercase >> 2)
-}
-
-/// Appends the uppercase of the non-ASCII character starting `text`,
-/// returning its length in bytes.
+/// The character whose UTF-8 encoding starts `bytes`, and its length, if it
+/// is whole and valid.
 ///
-/// Latin-1 characters (U+0080–U+00FF: `ñ`, `á`, `ü`, `¿`…), the non-ASCII
-/// characters of Spanish and most Western text, are mapped on their bytes;
-/// the rest goes through the full Unicode tables.
-fn upcase_char_at(text: &str, out: &mut Vec<u8>) -> usize {
-    if let [lead @ (0xC2 | 0xC3), second, ..] = *text.as_bytes() {
-        let mapped = match (lead, second) {
-            // U+00E0–U+00FE, lowercase à…þ but ÷: 0x20 below.
-            (0xC3, 0xA0..=0xBE) if second != 0xB7 => Some(second - 0x20),
-            // U+0080–U+00DE and ÷ are their own uppercase, but µ (U+00B5,
-            // to Greek Μ) and ß (U+00DF, to SS) are not.
-            (0xC2, _) if second != 0xB5 => Some(second),
-            (0xC3, 0x80..=0x9E | 0xB7) => Some(second),
-            _ => None,
-        };
-        if let Some(mapped) = mapped {
-            out.extend_from_slice(&[lead, mapped]);
-            return 2;
+/// Two- and three-byte characters (all of the Basic Multilingual Plane) are
+/// decoded here, as `str::from_utf8` would accept them: no overlong forms,
+/// no surrogates. A function call to validate each character cost as much as
+/// mapping it. Four-byte ones, rare, are left to `str::from_utf8`.
+fn decode_char(bytes: &[u8]) -> Option<(char, usize)> {
+    let continuation = |byte: u8| u32::from(byte & 0x3F);
+    let (code, width) = match *bytes {
+        [lead @ 0x00..=0x7F, ..] => (u32::from(lead), 1),
+        [lead @ 0xC2..=0xDF, second @ 0x80..=0xBF, ..] => {
+            (u32::from(lead & 0x1F) << 6 | continuation(second), 2)
         }
-    }
-    match text.chars().next() {
-        Some(character) => {
-            push_upper(character, out);
-            character.len_utf8()
+        [lead @ 0xE0..=0xEF, second, third @ 0x80..=0xBF, ..]
+            if matches!(
+                (lead, second),
+                (0xE0, 0xA0..=0xBF) | (0xE1..=0xEC | 0xEE..=0xEF, 0x80..=0xBF) | (0xED, 0x80..=0x9F)
+            ) =>
+        {
+            let code = u32::from(lead & 0x0F) << 12 | continuation(second) << 6;
+            (code | continuation(third), 3)
         }
-        None => 0,
+        [0xF0..=0xF4, ..] => {
+            let text = std::str::from_utf8(bytes.get(..4)?).ok()?;
+            return text.chars().next().map(|character| (character, 4));
+        }
+        _ => return None,
+    };
+    char::from_u32(code).map(|character| (character, width))
+}
+
+/// The second byte of the uppercase of a Latin-1 character (U+0080–U+00FF,
+/// encoded `lead`, `second`), where it is a Latin-1 character too: all of
+/// them but `µ` (U+00B5, to Greek `Μ`) and `ß` (U+00DF, to `SS`).
+fn upcase_latin1(lead: u8, second: u8) -> Option<u8> {
+    match (lead, second) {
+        // U+00E0–U+00FE, lowercase à…þ but ÷: 0x20 below.
+        (0xC3, 0xA0..=0xBE) if second != 0xB7 => Some(second - 0x20),
+        // U+0080–U+00DE and ÷ are their own uppercase.
+        (0xC2, _) if second != 0xB5 => Some(second),
+        (0xC3, 0x80..=0x9E | 0xB7) => Some(second),
+        _ => None,
     }
 }
 
 fn push_upper(character: char, out: &mut Vec<u8>) {
-    let mut buffer = [0u8; 4];
     for upper in character.to_uppercase() {
-        out.extend_from_slice(upper.encode_utf8(&mut buffer).as_bytes());
+        push_char(upper, out);
     }
+}
+
+fn push_char(character: char, out: &mut Vec<u8>) {
+    out.extend_from_slice(character.encode_utf8(&mut [0; 4]).as_bytes());
+}
+
+/// The uppercase of a character, as [`CaseTable::upper`] knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upper {
+    /// The character is its own uppercase (all of CJK, punctuation…).
+    Same,
+    /// One other character (most of Greek and Cyrillic).
+    One(char),
+    /// Not in the table: ask `char::to_uppercase`.
+    Several,
+}
+
+/// The characters of the Basic Multilingual Plane that are their own
+/// uppercase, one bit each, and the one-character uppercase of each
+/// two-byte character: answers in one lookup what `char::to_uppercase`
+/// finds by binary search. Built once, at first use, from
+/// `char::to_uppercase` itself, so the two cannot disagree.
+struct CaseTable {
+    /// Bit `c % 64` of word `c / 64` is set if `c` is its own uppercase.
+    same: Box<[u64]>,
+    /// For U+0000–U+07FF: the uppercase if it is one character, else NUL.
+    two_byte: Box<[char]>,
+}
+
+const BMP_END: u32 = 0x1_0000;
+const TWO_BYTE_END: u32 = 0x800;
+
+fn case_table() -> &'static CaseTable {
+    static TABLE: std::sync::OnceLock<CaseTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(CaseTable::build)
+}
+
+impl CaseTable {
+    fn build() -> Self {
+        let mut same = vec![0u64; (BMP_END / 64) as usize].into_boxed_slice();
+        let mut two_byte = vec!['\0'; TWO_BYTE_END as usize].into_boxed_slice();
+        for character in (0..BMP_END).filter_map(char::from_u32) {
+            let mut upper = character.to_uppercase();
+            let only = match (upper.next(), upper.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            };
+            let code = character as usize;
+            if only == Some(character) {
+                same[code / 64] |= 1 << (code % 64);
+            }
+            if let (Some(slot), Some(only)) = (two_byte.get_mut(code), only) {
+                *slot = only;
+            }
+        }
+        Self { same, two_byte }
+    }
+
+    fn upper(&self, character: char) -> Upper {
+        let code = character as usize;
+        match self.same.get(code / 64) {
+            Some(bits) if bits & (1 << (code % 64)) != 0 => Upper::Same,
+            _ => match self.two_byte.get(code) {
+                Some(&upper) if upper != '\0' => Upper::One(upper),
+                _ => Upper::Several,
+            },
+        }
+    }
+}
+
+/// The first segment [`upcase_ascii_run`] maps in one pass: in prose with
+/// accents ASCII runs are short, so the run up to [`FIRST_SEGMENT`] bytes is
+/// measured first, a word at a time; each longer segment that is all ASCII
+/// doubles the next, up to [`MAX_SEGMENT`].
+const FIRST_SEGMENT: usize = 64;
+const MAX_SEGMENT: usize = 16 * 1024;
+
+/// Maps the leading ASCII bytes of `bytes`, up to the first non-ASCII one;
+/// returns how many it took.
+///
+/// Past [`FIRST_SEGMENT`], one pass per segment reads the input, ORs every
+/// byte into a check and writes the mapping to `out`, with no branch per
+/// byte: `Vec::extend` from a slice's `map` knows its length, so the
+/// compiler makes vector instructions of it. The mapping leaves bytes above
+/// 0x7F as they are, so when the check finds one, the output up to it is
+/// right and only what follows is cut off again.
+fn upcase_ascii_run(bytes: &[u8], out: &mut Vec<u8>) -> usize {
+    let first = &bytes[..FIRST_SEGMENT.min(bytes.len())];
+    let ascii = leading_ascii(first);
+    out.extend(first[..ascii].iter().map(|&byte| upcase_ascii_byte(byte)));
+    if ascii < FIRST_SEGMENT {
+        return ascii;
+    }
+    let mut taken = ascii;
+    let mut segment = 2 * FIRST_SEGMENT;
+    loop {
+        let rest = &bytes[taken..];
+        let input = &rest[..segment.min(rest.len())];
+        if input.is_empty() {
+            return taken;
+        }
+        let start = out.len();
+        let mut seen = 0;
+        out.extend(input.iter().map(|&byte| {
+            seen |= byte;
+            upcase_ascii_byte(byte)
+        }));
+        if seen >= 0x80 {
+            let ascii = leading_ascii(input);
+            out.truncate(start + ascii);
+            return taken + ascii;
+        }
+        taken += input.len();
+        segment = (segment * 2).min(MAX_SEGMENT);
+    }
+}
+
+/// How many bytes at the start of `bytes` are ASCII, counted eight at a
+/// time.
+fn leading_ascii(bytes: &[u8]) -> usize {
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut count = 0;
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let high = u64::from_le_bytes(word) & HIGH_BITS;
+        if high != 0 {
+            return count + (high.trailing_zeros() / 8) as usize;
+        }
+        count += 8;
+    }
+    count
+        + words
+            .remainder()
+            .iter()
+            .take_while(|byte| byte.is_ascii())
+            .count()
+}
+
+/// `byte - 0x20` where `byte` is `a..=z`, else `byte` (also above 0x7F), as
+/// a select rather than a branch.
+fn upcase_ascii_byte(byte: u8) -> u8 {
+    byte - (u8::from(byte.wrapping_sub(b'a') < 26) << 5)
 }
 
 #[cfg(test)]
@@ -300,21 +424,48 @@ mod tests {
     }
 
     #[test]
-    fn the_word_mapping_agrees_with_to_ascii_uppercase_on_every_byte() {
-        for byte in 0..0x80u8 {
-            for position in 0..8 {
-                let mut bytes = *b"zaZA@[`{";
-                bytes[position] = byte;
-                let mapped = upcase_ascii_word(u64::from_le_bytes(bytes)).to_le_bytes();
-                assert_eq!(mapped, bytes.map(|b| b.to_ascii_uppercase()), "{byte:#x}");
+    fn decodes_every_short_sequence_as_from_utf8_does() {
+        let mut bytes = [0u8; 4];
+        for lead in 0..=u8::MAX {
+            for second in 0..=u8::MAX {
+                // The third byte matters only after a three-byte lead.
+                let thirds = if (0xE0..=0xEF).contains(&lead) {
+                    0..=u8::MAX
+                } else {
+                    0x80..=0x80
+                };
+                for third in thirds {
+                    bytes[..3].copy_from_slice(&[lead, second, third]);
+                    let expected = (1..=3).find_map(|width| {
+                        let text = std::str::from_utf8(&bytes[..width]).ok()?;
+                        text.chars().next().map(|character| (character, width))
+                    });
+                    assert_eq!(decode_char(&bytes[..3]), expected, "{bytes:x?}");
+                }
             }
+        }
+        assert_eq!(decode_char("😀".as_bytes()), Some(('😀', 4)));
+        assert_eq!(decode_char(&"😀".as_bytes()[..3]), None);
+        assert_eq!(decode_char(&[0xED, 0xA0, 0x80]), None, "a surrogate");
+        assert_eq!(decode_char(&[0xE0, 0x80, 0x80]), None, "overlong");
+        assert_eq!(decode_char(&[0xC2]), None, "cut");
+    }
+
+    #[test]
+    fn the_byte_mapping_is_to_ascii_uppercase_on_every_byte() {
+        for byte in 0..=u8::MAX {
+            assert_eq!(
+                upcase_ascii_byte(byte),
+                byte.to_ascii_uppercase(),
+                "{byte:#x}"
+            );
         }
     }
 
     #[test]
-    fn ascii_before_a_character_in_the_same_word_is_mapped() {
-        for ascii in 0..8 {
-            let text = format!("{}ñ{}", "a".repeat(ascii), "b".repeat(9));
+    fn ascii_runs_of_every_length_around_the_segments() {
+        for ascii in (0..200).chain(FIRST_SEGMENT * 3 - 2..FIRST_SEGMENT * 3 + 2) {
+            let text = format!("{}ñ{}", "a".repeat(ascii), "b".repeat(ascii));
             assert_eq!(
                 upcase_bytes(text.as_bytes()),
                 text.to_uppercase().as_bytes()
