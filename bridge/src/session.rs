@@ -19,8 +19,10 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -29,13 +31,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -251,43 +254,67 @@ where
         let mut awaiting_pong = false;
         // Set once downstream has closed: only the client's close remains.
         let mut closing_by = None;
+        // Made once, not per message: each new one registers a waiter (and
+        // a timer) only to drop it when the next message comes.
+        let stopping = shutdown.cancelled();
+        let downstream_ended = downstream_done.cancelled();
+        // One alarm for the session, moved only when it goes off: when the
+        // client must be pinged, dropped, or the grace period is over.
+        let mut last_heard = Instant::now();
+        let alarm = sleep_until(last_heard + self.config.ping_interval);
+        tokio::pin!(stopping, downstream_ended, alarm);
         loop {
-            let wait = closing_by.unwrap_or_else(|| Instant::now() + self.config.ping_interval);
             let next = tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if closing_by.is_none() => {
+                _ = &mut stopping, if closing_by.is_none() => {
                     let reason = String::from("el puente se detiene");
                     let _ = self.control.send(Control::Close(CloseCode::Away, reason)).await;
-                    closing_by = Some(Instant::now() + self.config.close_grace);
+                    let deadline = Instant::now() + self.config.close_grace;
+                    closing_by = Some(deadline);
+                    alarm.as_mut().reset(deadline);
                     continue;
                 }
-                _ = downstream_done.cancelled(), if closing_by.is_none() => {
-                    closing_by = Some(Instant::now() + self.config.close_grace);
+                _ = &mut downstream_ended, if closing_by.is_none() => {
+                    let deadline = Instant::now() + self.config.close_grace;
+                    closing_by = Some(deadline);
+                    alarm.as_mut().reset(deadline);
                     continue;
                 }
-                next = timeout_at(wait, self.stream.next()) => next,
-            };
-            let message = match next {
-                Err(_elapsed) if closing_by.is_some() => return None,
-                Err(_elapsed) if awaiting_pong => {
-                    let _ = self.to_target.shutdown().await;
-                    return Some(Ending {
-                        code: None,
-                        reason: format!(
-                            "el cliente no respondió al ping en {} s",
-                            self.config.ping_interval.as_secs()
-                        ),
-                    });
-                }
-                Err(_elapsed) => {
+                next = self.stream.next() => next,
+                () = &mut alarm => {
+                    if closing_by.is_some() {
+                        return None;
+                    }
+                    let now = Instant::now();
+                    let due = last_heard + self.config.ping_interval;
+                    if due > now {
+                        // The client spoke since the alarm was set.
+                        alarm.as_mut().reset(due);
+                        continue;
+                    }
+                    if awaiting_pong {
+                        let _ = self.to_target.shutdown().await;
+                        return Some(Ending {
+                            code: None,
+                            reason: format!(
+                                "el cliente no respondió al ping en {} s",
+                                self.config.ping_interval.as_secs()
+                            ),
+                        });
+                    }
                     awaiting_pong = true;
                     let _ = self.control.send(Control::Ping).await;
+                    last_heard = now;
+                    alarm.as_mut().reset(now + self.config.ping_interval);
                     continue;
                 }
-                Ok(None) => return None,
-                Ok(Some(Err(error))) => return self.failed(error).await,
-                Ok(Some(Ok(message))) => message,
             };
+            let message = match next {
+                None => return None,
+                Some(Err(error)) => return self.failed(error).await,
+                Some(Ok(message)) => message,
+            };
+            last_heard = Instant::now();
             awaiting_pong = false;
             let payload = match message {
                 Message::Text(text) => {
@@ -316,9 +343,10 @@ where
             // A target that stops reading holds this write (backpressure);
             // it must not also hold the session open once it is closing.
             let written = tokio::select! {
+                biased;
                 written = self.to_target.write_all(&payload) => written,
-                _ = downstream_done.cancelled() => return None,
-                _ = shutdown.cancelled() => {
+                _ = &mut downstream_ended => return None,
+                _ = &mut stopping => {
                     let reason = String::from("el puente se detiene");
                     let _ = self.control.send(Control::Close(CloseCode::Away, reason)).await;
                     return None;
@@ -381,6 +409,26 @@ where
     }
 }
 
+/// Reads what the target has sent, once it is readable; `None` if the
+/// readiness was spurious.
+///
+/// Through `poll_read`, not `try_read_buf`: a read that fills less than the
+/// buffer has emptied the socket, and tokio then clears its readiness
+/// itself, where `try_read_buf` needs a second read failing with
+/// `WouldBlock` to learn it: one system call less per message.
+async fn read_ready(
+    from_target: &mut OwnedReadHalf,
+    input: &mut Vec<u8>,
+) -> Option<io::Result<usize>> {
+    std::future::poll_fn(
+        |cx| match poll_read_buf(Pin::new(&mut *from_target), cx, input) {
+            Poll::Ready(read) => Poll::Ready(Some(read)),
+            Poll::Pending => Poll::Ready(None),
+        },
+    )
+    .await
+}
+
 /// Target → client.
 struct Downstream<'a, S> {
     sink: SplitSink<WebSocketStream<S>, Message>,
@@ -429,12 +477,14 @@ where
                     if let Err(error) = ready {
                         return Some(self.target_lost(error).await);
                     }
+                    // The buffer is taken only once there is something to
+                    // read, so an idle session holds none.
                     let mut input = Vec::with_capacity(self.config.read_size);
-                    match self.from_target.try_read_buf(&mut input) {
-                        Ok(0) => return Some(self.target_closed().await),
-                        Ok(_) => {}
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(error) => return Some(self.target_lost(error).await),
+                    match read_ready(&mut self.from_target, &mut input).await {
+                        Some(Ok(0)) => return Some(self.target_closed().await),
+                        Some(Ok(_)) => {}
+                        None => continue,
+                        Some(Err(error)) => return Some(self.target_lost(error).await),
                     }
                     let mut payloads = Vec::new();
                     self.framer.frame(self.kind(), &input, &mut payloads);
