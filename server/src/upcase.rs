@@ -49,16 +49,23 @@ impl Upcase {
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len() + MAX_PENDING);
         // Valid text is checked as it is mapped, character by character, so
-        // the hot path makes one pass; the decoder takes over only at the
-        // first byte that is invalid or cut by the end of `input`, or when
-        // it holds the start of a character from the last call.
-        let mapped = if self.decoder.pending().is_empty() {
-            upcase_valid_prefix(input, out)
-        } else {
-            0
-        };
-        self.decoder
-            .feed(&input[mapped..], |piece| emit_upper(piece, out));
+        // the hot path makes one pass, and invalid bytes are passed on where
+        // they are met; the decoder takes over only for a character cut by
+        // the end of `input`, or one it holds from the last call.
+        let mut rest = input;
+        if self.decoder.pending().is_empty() {
+            loop {
+                rest = &rest[upcase_valid_prefix(rest, out)..];
+                match invalid_len(rest) {
+                    Some(invalid) => {
+                        out.extend_from_slice(&rest[..invalid]);
+                        rest = &rest[invalid..];
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.decoder.feed(rest, |piece| emit_upper(piece, out));
     }
 
     /// Ends the stream: an incomplete character held back is written out
@@ -121,6 +128,18 @@ fn upcase_valid_prefix(bytes: &[u8], out: &mut Vec<u8>) -> usize {
             Upper::Several => push_upper(character, out),
         }
         at += encoded.len();
+    }
+}
+
+/// How many bytes at the start of `bytes` are not UTF-8 and cannot become
+/// UTF-8 whatever follows them, as `str::from_utf8` counts them; `None` if
+/// `bytes` starts with a valid character, the start of one cut by its end,
+/// or nothing.
+fn invalid_len(bytes: &[u8]) -> Option<usize> {
+    // No invalid sequence is longer than 3 bytes, so the first 4 decide.
+    match std::str::from_utf8(&bytes[..bytes.len().min(4)]) {
+        Err(error) if error.valid_up_to() == 0 => error.error_len(),
+        _ => None,
     }
 }
 
