@@ -188,7 +188,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_message,
     };
     let websocket = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(Some(max_message))
