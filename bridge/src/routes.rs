@@ -205,7 +205,9 @@ async fn upgrade(
                     id,
                     connection.peer,
                     config,
-                    session_app.shutdown.clone(),
+                    // Its own node: waiting on it takes no lock that other
+                    // sessions take too.
+                    session_app.shutdown.child_token(),
                 )
                 .await;
             }

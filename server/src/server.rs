@@ -11,16 +11,20 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::time::{sleep, timeout, Instant};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{sleep, sleep_until, timeout, Instant, Sleep};
+use tokio_util::io::poll_read_buf;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
@@ -142,7 +146,9 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
             peer: accepted.peer,
             stream: accepted.stream,
             config: Arc::clone(&config),
-            shutdown: shutdown.clone(),
+            // Its own node: waiting on it, as every read does, takes no
+            // lock that other connections take too.
+            shutdown: shutdown.child_token(),
             traffic: Traffic::default(),
         };
         next_id += 1;
@@ -223,19 +229,37 @@ impl Connection {
         // Kept while the client keeps sending; given back whenever it
         // pauses, so idle clients hold no buffer at all.
         let mut output = Vec::new();
+        // Made once for the connection, not once per message: a new waiter
+        // and a new timer for every read would each be registered and
+        // removed again under a lock. The alarm moves only when it goes off.
+        let stopping = self.shutdown.clone().cancelled_owned();
+        let mut last_read = Instant::now();
+        let alarm = sleep_until(last_read + self.config.idle_timeout);
+        tokio::pin!(stopping, alarm);
         loop {
-            match self.read_and_transform(&mut upcase, &mut output) {
-                Ok(0) => return Box::pin(self.close(&mut upcase, Ending::ClientClosed)).await,
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            // One attempt, without waiting: a busy client is read again at
+            // once, with no timer or waiter involved.
+            let read = poll_fn(|cx| {
+                Poll::Ready(self.poll_read_and_transform(cx, &mut upcase, &mut output))
+            })
+            .await;
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    return Box::pin(self.close(&mut upcase, Ending::ClientClosed)).await
+                }
+                Poll::Ready(Ok(_)) => last_read = Instant::now(),
+                Poll::Ready(Err(error)) => return Ending::Failed(error),
+                Poll::Pending => {
                     output = Vec::new();
-                    match self.wait_for_input().await {
+                    let waited = self
+                        .wait_for_input(stopping.as_mut(), alarm.as_mut(), last_read)
+                        .await;
+                    match waited {
                         Ok(()) => continue,
                         Err(Ending::Failed(error)) => return Ending::Failed(error),
                         Err(ending) => return Box::pin(self.close(&mut upcase, ending)).await,
                     }
                 }
-                Err(error) => return Ending::Failed(error),
             }
             if let Err(ending) = self.deliver(&output).await {
                 return ending;
@@ -243,27 +267,36 @@ impl Connection {
         }
     }
 
-    /// Reads what the client has sent (without waiting) and transforms it
-    /// into `output`; returns how many bytes were read.
+    /// Reads what the client has sent and transforms it into `output`;
+    /// returns how many bytes were read.
     ///
     /// The read buffer belongs to the worker thread, not the connection:
     /// nothing awaits between the read and the transform, so one buffer
     /// serves every connection of the thread, and is never freed and
     /// allocated again between two reads of a busy stream.
-    fn read_and_transform(
+    ///
+    /// Through `poll_read`: a read that fills less than the buffer has
+    /// emptied the socket, and tokio then forgets its readiness at once,
+    /// where `try_read` needs one more read failing with `WouldBlock` (a
+    /// system call per message) to learn it.
+    fn poll_read_and_transform(
         &mut self,
+        cx: &mut Context<'_>,
         upcase: &mut Upcase,
         output: &mut Vec<u8>,
-    ) -> io::Result<usize> {
+    ) -> Poll<io::Result<usize>> {
         thread_local! {
             static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
         INPUT.with_borrow_mut(|input| {
             input.clear();
             input.reserve(self.config.read_size);
-            let read = self.stream.try_read_buf(input)?;
+            let read = match poll_read_buf(Pin::new(&mut self.stream), cx, input) {
+                Poll::Ready(Ok(read)) => read,
+                other => return other,
+            };
             if read == 0 {
-                return Ok(0);
+                return Poll::Ready(Ok(0));
             }
             self.traffic.received += read as u64;
             output.clear();
@@ -280,21 +313,32 @@ impl Connection {
                     preview(output, self.config.log_preview)
                 );
             }
-            Ok(read)
+            Poll::Ready(Ok(read))
         })
     }
 
-    /// Waits until the client sends something, or why not.
-    async fn wait_for_input(&mut self) -> Result<(), Ending> {
-        let ready = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Err(Ending::Shutdown),
-            ready = timeout(self.config.idle_timeout, self.stream.readable()) => ready,
-        };
-        match ready {
-            Err(_elapsed) => Err(Ending::IdleTimeout(self.config.idle_timeout)),
-            Ok(Err(error)) => Err(Ending::Failed(error)),
-            Ok(Ok(())) => Ok(()),
+    /// Waits until the client sends something, or why not: the server
+    /// stops, or nothing came for the idle timeout since `last_read`.
+    async fn wait_for_input(
+        &mut self,
+        mut stopping: Pin<&mut WaitForCancellationFutureOwned>,
+        mut alarm: Pin<&mut Sleep>,
+        last_read: Instant,
+    ) -> Result<(), Ending> {
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stopping => return Err(Ending::Shutdown),
+                ready = self.stream.readable() => return ready.map_err(Ending::Failed),
+                () = &mut alarm => {
+                    let due = last_read + self.config.idle_timeout;
+                    if due <= Instant::now() {
+                        return Err(Ending::IdleTimeout(self.config.idle_timeout));
+                    }
+                    // The client spoke since the alarm was set.
+                    alarm.as_mut().reset(due);
+                }
+            }
         }
     }
 
@@ -312,6 +356,9 @@ impl Connection {
         };
         let write_timeout = self.config.write_timeout;
         let written = tokio::select! {
+            // The write first: it usually completes at once, and the other
+            // branch then never registers anything.
+            biased;
             written = timeout(write_timeout, self.stream.write_all(bytes)) => written,
             _ = grace_over => return Err(Ending::Shutdown),
         };

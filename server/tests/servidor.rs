@@ -195,6 +195,26 @@ async fn an_idle_client_is_closed() {
 }
 
 #[tokio::test]
+async fn the_idle_timeout_counts_from_the_last_message() {
+    let server = servidor(&["--idle-timeout", "2"], &[]).await;
+    let mut stream = connect(&server).await;
+    let started = Instant::now();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        stream.write_all(b"sigo aqui").await.unwrap();
+        let mut answer = [0u8; 9];
+        within(PATIENCE, "answer", stream.read_exact(&mut answer))
+            .await
+            .unwrap();
+        assert_eq!(&answer, b"SIGO AQUI");
+    }
+    assert_eq!(read_to_end(&mut stream).await.unwrap(), b"");
+    // Three messages 1.2 s apart kept it open past twice the timeout.
+    assert!(started.elapsed() > Duration::from_millis(5500));
+    server.wait_for_log("sin actividad durante 2 s").await;
+}
+
+#[tokio::test]
 async fn past_the_limit_clients_wait_their_turn() {
     let server = servidor(&["--max-connections", "2"], &[]).await;
     let mut first = connect(&server).await;
