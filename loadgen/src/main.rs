@@ -5,6 +5,7 @@
 //! ceiling and as a ratio. See BENCHMARKS.md for the command and results.
 
 mod peers;
+mod report;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::peers::Peer;
-use crate::scenarios::{Link, Report};
+use crate::report::Report;
+use crate::scenarios::Link;
 
 /// Load generator for the Tema 12 sockets system.
 #[derive(Debug, Parser)]
@@ -34,6 +36,13 @@ struct Args {
     /// Seconds each request/response measurement runs.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+
+    /// Rounds of the stream and request/response measurements. Each round
+    /// measures the ceiling and the servers one after the other, so a ratio
+    /// compares figures taken under the same machine load; the report shows
+    /// the median round and the spread.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
 
     /// Idle TCP clients held on servidor.
     #[arg(long, default_value_t = 10_000)]
@@ -78,18 +87,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .context("no folder for this binary")?
             .to_path_buf(),
     };
-    let (stream_bytes, seconds, idle_tcp, idle_ws, counts): (u64, f64, usize, usize, &[usize]) =
-        if args.quick {
-            (16 << 20, 0.3, 100, 50, &[1, 10])
-        } else {
-            (
-                args.stream_mib << 20,
-                args.seconds,
-                args.idle_tcp,
-                args.idle_ws,
-                &[1, 50, 1000],
-            )
-        };
+    let (stream_bytes, seconds, rounds, idle_tcp, idle_ws, counts): (
+        u64,
+        f64,
+        u32,
+        usize,
+        usize,
+        &[usize],
+    ) = if args.quick {
+        (16 << 20, 0.3, 2, 100, 50, &[1, 10])
+    } else {
+        (
+            args.stream_mib << 20,
+            args.seconds,
+            args.rounds,
+            args.idle_tcp,
+            args.idle_ws,
+            &[1, 50, 1000],
+        )
+    };
     let duration = Duration::from_secs_f64(seconds);
     let mut report = Report::default();
 
@@ -103,21 +119,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
 
-    // 1. One connection streaming.
-    for (peer, upper) in [(&echo, false), (&servidor, true)] {
-        let mib_s = scenarios::stream(peer, stream_bytes, upper).await?;
-        report.stream(&peer.name, stream_bytes, mib_s);
-    }
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        // 1. One connection streaming.
+        for (peer, upper) in [(&echo, false), (&servidor, true)] {
+            let mib_s = scenarios::stream(peer, stream_bytes, upper).await?;
+            report.stream(&peer.name, stream_bytes, mib_s);
+        }
 
-    // 2. Request/response, 64-byte lines, direct TCP and through the bridge.
-    for &connections in counts {
-        for (peer, link) in [
-            (&echo, Link::Tcp),
-            (&servidor, Link::Tcp),
-            (&bridge, Link::WebSocket),
-        ] {
-            let result = scenarios::request_response(peer, link, connections, duration).await?;
-            report.requests(&peer.name, connections, result);
+        // 2. Request/response, 64-byte lines, direct TCP and through the
+        // bridge.
+        for &connections in counts {
+            for (peer, link) in [
+                (&echo, Link::Tcp),
+                (&servidor, Link::Tcp),
+                (&bridge, Link::WebSocket),
+            ] {
+                let result = scenarios::request_response(peer, link, connections, duration).await?;
+                report.requests(&peer.name, connections, result);
+            }
         }
     }
 

@@ -1,0 +1,266 @@
+//! The results of every round, rendered as Markdown tables with ratios
+//! against the ceiling.
+//!
+//! The machines this runs on are shared, and their speed drifts within a
+//! run. So each round measures the ceiling and the servers one right after
+//! the other, a ratio is taken within each round, and the table shows the
+//! median of those ratios with their spread.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use crate::scenarios::Requests;
+
+/// The name of the ceiling's results.
+const CEILING: &str = "echo";
+
+/// Everything measured, in the order it was measured.
+#[derive(Default)]
+pub struct Report {
+    streams: Vec<(String, u64, f64)>,
+    requests: Vec<(String, usize, Requests)>,
+    idles: Vec<(String, usize, (u64, u64))>,
+}
+
+impl Report {
+    /// Notes one round's stream result.
+    pub fn stream(&mut self, name: &str, bytes: u64, mib_s: f64) {
+        eprintln!("  stream {name}: {mib_s:.0} MiB/s");
+        self.streams.push((name.to_string(), bytes, mib_s));
+    }
+
+    /// Notes one round's request/response result.
+    pub fn requests(&mut self, name: &str, connections: usize, result: Requests) {
+        eprintln!(
+            "  {name} × {connections}: {:.0} req/s, p50 {} µs",
+            result.per_second,
+            result.latency.value_at_quantile(0.5)
+        );
+        self.requests.push((name.to_string(), connections, result));
+    }
+
+    /// Notes an idle-memory result.
+    pub fn idle(&mut self, name: &str, count: usize, before_after: (u64, u64)) {
+        self.idles.push((name.to_string(), count, before_after));
+    }
+
+    /// The tables.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_streams(&mut out);
+        self.render_requests(&mut out);
+        self.render_idles(&mut out);
+        out
+    }
+
+    fn render_streams(&self, out: &mut String) {
+        let rounds = |name: &str| -> Vec<f64> {
+            self.streams
+                .iter()
+                .filter(|(n, _, _)| n == name)
+                .map(|(_, _, mib_s)| *mib_s)
+                .collect()
+        };
+        let ceiling = rounds(CEILING);
+        let _ = writeln!(out, "\n### One connection streaming\n");
+        let _ = writeln!(
+            out,
+            "| server | MiB | MiB/s (median) | vs echo (median) | vs echo (range) | rounds |"
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+        for name in names(self.streams.iter().map(|(n, _, _)| n)) {
+            let mine = rounds(name);
+            let bytes = self
+                .streams
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map_or(0, |(_, bytes, _)| *bytes);
+            let ratios = per_round(&mine, &ceiling, |mine, ceiling| mine / ceiling);
+            let _ = writeln!(
+                out,
+                "| {name} | {:.0} | {:.0} | {} | {} | {} |",
+                bytes as f64 / (1 << 20) as f64,
+                median(&mine),
+                percent(median(&ratios)),
+                spread(&ratios, percent),
+                mine.len()
+            );
+        }
+    }
+
+    fn rounds_of(&self, name: &str, connections: usize) -> Vec<&Requests> {
+        self.requests
+            .iter()
+            .filter(|(n, c, _)| n == name && *c == connections)
+            .map(|(_, _, result)| result)
+            .collect()
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        let _ = writeln!(out, "\n### Request/response, 64-byte lines\n");
+        let _ = writeln!(
+            out,
+            "| connections | server | req/s (median) | vs echo (median) | vs echo (range) \
+             | p50 µs | p99 µs | p99.9 µs | p99 vs echo (median) |"
+        );
+        let _ = writeln!(
+            out,
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        let mut groups: Vec<(&str, usize)> = Vec::new();
+        for (name, connections, _) in &self.requests {
+            if !groups.contains(&(name.as_str(), *connections)) {
+                groups.push((name, *connections));
+            }
+        }
+        for &(name, connections) in &groups {
+            let mine = self.rounds_of(name, connections);
+            let ceiling = self.rounds_of(CEILING, connections);
+            let rates: Vec<f64> = mine.iter().map(|r| r.per_second).collect();
+            let ceiling_rates: Vec<f64> = ceiling.iter().map(|r| r.per_second).collect();
+            let rate_ratios = per_round(&rates, &ceiling_rates, |mine, ceiling| mine / ceiling);
+            let p99s: Vec<f64> = mine.iter().map(|r| quantile(&r.latency, 0.99)).collect();
+            let ceiling_p99s: Vec<f64> =
+                ceiling.iter().map(|r| quantile(&r.latency, 0.99)).collect();
+            let p99_ratios = per_round(&p99s, &ceiling_p99s, |mine, ceiling| mine / ceiling);
+            // Latencies of all rounds together: the tail needs every sample.
+            let Some(latency) = merged(&mine) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "| {connections} | {name} | {:.0} | {} | {} | {} | {} | {} | {:.2}× |",
+                median(&rates),
+                percent(median(&rate_ratios)),
+                spread(&rate_ratios, percent),
+                latency.value_at_quantile(0.5),
+                latency.value_at_quantile(0.99),
+                latency.value_at_quantile(0.999),
+                median(&p99_ratios),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nWhat the bridge adds per round trip (p50 over direct TCP to servidor, \
+             median of the rounds):\n"
+        );
+        for &(name, connections) in &groups {
+            if name != "bridge" {
+                continue;
+            }
+            let p50s = |name: &str| -> Vec<f64> {
+                self.rounds_of(name, connections)
+                    .iter()
+                    .map(|r| quantile(&r.latency, 0.5))
+                    .collect()
+            };
+            let added = per_round(&p50s("bridge"), &p50s("servidor"), |bridge, direct| {
+                bridge - direct
+            });
+            let _ = writeln!(
+                out,
+                "- {connections} connection(s): {:.0} µs (rounds: {})",
+                median(&added),
+                spread(&added, |added| format!("{added:.0}"))
+            );
+        }
+    }
+
+    fn render_idles(&self, out: &mut String) {
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        let _ = writeln!(out, "\n### Idle clients: resident memory\n");
+        let _ = writeln!(
+            out,
+            "| server | clients | RSS before | RSS with them | per client |"
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
+        for (name, count, (before, after)) in &self.idles {
+            let _ = writeln!(
+                out,
+                "| {name} | {count} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+                mib(*before),
+                mib(*after),
+                after.saturating_sub(*before) as f64 / 1024.0 / *count as f64
+            );
+        }
+    }
+}
+
+/// The distinct names, in the order they first appear.
+fn names<'a>(all: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = Vec::new();
+    for name in all {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// `compare` applied to the results of the same round.
+fn per_round(mine: &[f64], other: &[f64], compare: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    mine.iter()
+        .zip(other)
+        .map(|(&mine, &other)| compare(mine, other))
+        .collect()
+}
+
+/// The median (the upper one of an even count); NaN for no values.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `lowest–highest`, or `—` with fewer than two values.
+fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
+    let lowest = values.iter().copied().min_by(f64::total_cmp);
+    let highest = values.iter().copied().max_by(f64::total_cmp);
+    match (lowest, highest) {
+        (Some(lowest), Some(highest)) if values.len() > 1 => {
+            format!("{}–{}", show(lowest), show(highest))
+        }
+        _ => String::from("—"),
+    }
+}
+
+fn percent(ratio: f64) -> String {
+    format!("{:.0} %", 100.0 * ratio)
+}
+
+fn quantile(latency: &Histogram<u64>, quantile: f64) -> f64 {
+    latency.value_at_quantile(quantile) as f64
+}
+
+/// All rounds' latencies in one histogram; `None` for no rounds.
+fn merged(rounds: &[&Requests]) -> Option<Histogram<u64>> {
+    let (first, others) = rounds.split_first()?;
+    let mut all = first.latency.clone();
+    for round in others {
+        // Every round's histogram has the same bounds, so this cannot fail.
+        let _ = all.add(&round.latency);
+    }
+    Some(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_spread() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert!(median(&[]).is_nan());
+        assert_eq!(spread(&[0.5, 0.9, 0.7], percent), "50 %–90 %");
+        assert_eq!(spread(&[0.5], percent), "—");
+    }
+
+    #[test]
+    fn ratios_pair_the_same_round() {
+        assert_eq!(
+            per_round(&[2.0, 9.0], &[4.0, 10.0], |a, b| a / b),
+            [0.5, 0.9]
+        );
+    }
+}
