@@ -109,25 +109,39 @@ fn upcase_str(text: &str, out: &mut Vec<u8>) {
 fn upcase_valid_prefix(bytes: &[u8], out: &mut Vec<u8>) -> usize {
     let mut at = 0;
     loop {
-        at += upcase_ascii_run(&bytes[at..], out);
         let rest = &bytes[at..];
-        if let [lead @ (0xC2 | 0xC3), second @ 0x80..=0xBF, ..] = *rest {
-            if let Some(mapped) = upcase_latin1(lead, second) {
-                out.extend_from_slice(&[lead, mapped]);
-                at += 2;
+        match *rest {
+            [] => return at,
+            [byte, ..] if byte.is_ascii() => {
+                at += upcase_ascii_run(rest, out);
                 continue;
             }
+            [lead @ (0xC2 | 0xC3), second @ 0x80..=0xBF, ..] => {
+                if let Some(mapped) = upcase_latin1(lead, second) {
+                    out.extend_from_slice(&[lead, mapped]);
+                    at += 2;
+                    continue;
+                }
+            }
+            _ => {}
         }
         let Some((character, width)) = decode_char(rest) else {
             return at;
         };
-        let encoded = &rest[..width];
         match case_table().upper(character) {
-            Upper::Same => out.extend_from_slice(encoded),
+            // Copied at a fixed length: a call to `memcpy` of a length
+            // known only at run time costs more than the copy.
+            Upper::Same => match *rest {
+                [first, second, third, ..] if width == 3 => {
+                    out.extend_from_slice(&[first, second, third]);
+                }
+                [first, second, ..] if width == 2 => out.extend_from_slice(&[first, second]),
+                _ => out.extend_from_slice(&rest[..width]),
+            },
             Upper::One(upper) => push_char(upper, out),
             Upper::Several => push_upper(character, out),
         }
-        at += encoded.len();
+        at += width;
     }
 }
 
@@ -196,7 +210,13 @@ fn push_upper(character: char, out: &mut Vec<u8>) {
 }
 
 fn push_char(character: char, out: &mut Vec<u8>) {
-    out.extend_from_slice(character.encode_utf8(&mut [0; 4]).as_bytes());
+    let mut buffer = [0; 4];
+    match *character.encode_utf8(&mut buffer).as_bytes() {
+        // At a fixed length, as above.
+        [first, second] => out.extend_from_slice(&[first, second]),
+        [first, second, third] => out.extend_from_slice(&[first, second, third]),
+        ref encoded => out.extend_from_slice(encoded),
+    }
 }
 
 /// The uppercase of a character, as [`CaseTable::upper`] knows it.
