@@ -33,15 +33,15 @@ struct Args {
     #[arg(long, default_value_t = 1024)]
     stream_mib: u64,
 
-    /// Seconds each request/response measurement runs.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds each request/response measurement runs (in each round).
+    #[arg(long, default_value_t = 3.0)]
     seconds: f64,
 
     /// Rounds of the stream and request/response measurements. Each round
     /// measures the ceiling and the servers one after the other, so a ratio
     /// compares figures taken under the same machine load; the report shows
     /// the median round and the spread.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     rounds: u32,
 
     /// Idle TCP clients held on servidor.
