@@ -123,8 +123,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("round {round} of {rounds}");
         // 1. One connection streaming.
         for (peer, upper) in [(&echo, false), (&servidor, true)] {
-            let mib_s = scenarios::stream(peer, stream_bytes, upper).await?;
-            report.stream(&peer.name, stream_bytes, mib_s);
+            let streamed = scenarios::stream(peer, stream_bytes, upper).await?;
+            report.stream(&peer.name, stream_bytes, streamed);
         }
 
         // 2. Request/response, 64-byte lines, direct TCP and through the

@@ -67,6 +67,30 @@ impl Peer {
         })
     }
 
+    /// CPU time the process has used so far, user and system, all threads,
+    /// in seconds (Linux).
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let pid = self.child.id().context("the process has ended")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The fields after the command name (which may hold spaces) start
+        // at field 3; utime and stime are fields 14 and 15, in clock ticks
+        // of 1/100 s (USER_HZ, fixed at 100 in Linux's interface).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("no command name in /proc/…/stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = |field: usize| -> anyhow::Result<f64> {
+            let value: u64 = fields
+                .get(field - 3)
+                .context("/proc/…/stat is too short")?
+                .parse()?;
+            Ok(value as f64)
+        };
+        Ok((ticks(14)? + ticks(15)?) / 100.0)
+    }
+
     /// Resident memory, in bytes (Linux).
     pub fn resident_bytes(&self) -> anyhow::Result<u64> {
         let pid = self.child.id().context("the process has ended")?;

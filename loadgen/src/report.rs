@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use crate::scenarios::Requests;
+use crate::scenarios::{Requests, Streamed};
 
 /// The name of the ceiling's results.
 const CEILING: &str = "echo";
@@ -18,16 +18,19 @@ const CEILING: &str = "echo";
 /// Everything measured, in the order it was measured.
 #[derive(Default)]
 pub struct Report {
-    streams: Vec<(String, u64, f64)>,
+    streams: Vec<(String, u64, Streamed)>,
     requests: Vec<(String, usize, Requests)>,
     idles: Vec<(String, usize, (u64, u64))>,
 }
 
 impl Report {
     /// Notes one round's stream result.
-    pub fn stream(&mut self, name: &str, bytes: u64, mib_s: f64) {
-        eprintln!("  stream {name}: {mib_s:.0} MiB/s");
-        self.streams.push((name.to_string(), bytes, mib_s));
+    pub fn stream(&mut self, name: &str, bytes: u64, streamed: Streamed) {
+        eprintln!(
+            "  stream {name}: {:.0} MiB/s, {:.3} CPU s/GiB",
+            streamed.mib_per_second, streamed.cpu_per_gib
+        );
+        self.streams.push((name.to_string(), bytes, streamed));
     }
 
     /// Notes one round's request/response result.
@@ -55,36 +58,48 @@ impl Report {
     }
 
     fn render_streams(&self, out: &mut String) {
-        let rounds = |name: &str| -> Vec<f64> {
+        let rounds = |name: &str, figure: fn(&Streamed) -> f64| -> Vec<f64> {
             self.streams
                 .iter()
                 .filter(|(n, _, _)| n == name)
-                .map(|(_, _, mib_s)| *mib_s)
+                .map(|(_, _, streamed)| figure(streamed))
                 .collect()
         };
-        let ceiling = rounds(CEILING);
+        let speed = |streamed: &Streamed| streamed.mib_per_second;
+        let cpu = |streamed: &Streamed| streamed.cpu_per_gib;
+        let ceiling_speed = rounds(CEILING, speed);
+        let ceiling_cpu = rounds(CEILING, cpu);
         let _ = writeln!(out, "\n### One connection streaming\n");
         let _ = writeln!(
             out,
-            "| server | MiB | MiB/s (median) | vs echo (median) | vs echo (range) | rounds |"
+            "| server | MiB | MiB/s (median) | vs echo (median) | vs echo (range) \
+             | server CPU s/GiB (median) | echo's CPU / this (median) | rounds |"
         );
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(
+            out,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
         for name in names(self.streams.iter().map(|(n, _, _)| n)) {
-            let mine = rounds(name);
+            let speeds = rounds(name, speed);
+            let cpus = rounds(name, cpu);
             let bytes = self
                 .streams
                 .iter()
                 .find(|(n, _, _)| n == name)
                 .map_or(0, |(_, bytes, _)| *bytes);
-            let ratios = per_round(&mine, &ceiling, |mine, ceiling| mine / ceiling);
+            let speed_ratios = per_round(&speeds, &ceiling_speed, |mine, ceiling| mine / ceiling);
+            // As a speed: above 100 % would mean cheaper than echo.
+            let cpu_ratios = per_round(&cpus, &ceiling_cpu, |mine, ceiling| ceiling / mine);
             let _ = writeln!(
                 out,
-                "| {name} | {:.0} | {:.0} | {} | {} | {} |",
+                "| {name} | {:.0} | {:.0} | {} | {} | {:.3} | {} | {} |",
                 bytes as f64 / (1 << 20) as f64,
-                median(&mine),
-                percent(median(&ratios)),
-                spread(&ratios, percent),
-                mine.len()
+                median(&speeds),
+                percent(median(&speed_ratios)),
+                spread(&speed_ratios, percent),
+                median(&cpus),
+                percent(median(&cpu_ratios)),
+                speeds.len()
             );
         }
     }

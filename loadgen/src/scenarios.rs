@@ -60,9 +60,18 @@ impl Drop for Progress {
     }
 }
 
+/// What one stream measured.
+pub struct Streamed {
+    /// Throughput.
+    pub mib_per_second: f64,
+    /// CPU seconds the server process used per GiB passed through it: the
+    /// figure that moves least with the machine's load.
+    pub cpu_per_gib: f64,
+}
+
 /// Streams `total` bytes over one connection while reading the answer,
-/// checking every byte; returns MiB/s.
-pub async fn stream(peer: &Peer, total: u64, uppercase: bool) -> anyhow::Result<f64> {
+/// checking every byte.
+pub async fn stream(peer: &Peer, total: u64, uppercase: bool) -> anyhow::Result<Streamed> {
     // A 64-byte period of lowercase letters: cheap to check at any offset.
     let period: Vec<u8> = (0..64u8).map(|i| b'a' + i % 26).collect();
     let expected: Vec<u8> = period
@@ -81,6 +90,7 @@ pub async fn stream(peer: &Peer, total: u64, uppercase: bool) -> anyhow::Result<
     let stream = TcpStream::connect(peer.addr).await?;
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
+    let cpu_before = peer.cpu_seconds()?;
     let started = Instant::now();
     let writing = tokio::spawn(async move {
         let mut sent = 0;
@@ -117,9 +127,13 @@ pub async fn stream(peer: &Peer, total: u64, uppercase: bool) -> anyhow::Result<
         received.store(offset >> 20, Ordering::Relaxed);
     }
     let elapsed = started.elapsed();
+    let cpu = peer.cpu_seconds()? - cpu_before;
     drop(progress);
     writing.await??;
-    Ok(total as f64 / (1 << 20) as f64 / elapsed.as_secs_f64())
+    Ok(Streamed {
+        mib_per_second: total as f64 / (1 << 20) as f64 / elapsed.as_secs_f64(),
+        cpu_per_gib: cpu / (total as f64 / (1u64 << 30) as f64),
+    })
 }
 
 /// Requests/s and the latency histogram (µs) of a request/response run.
