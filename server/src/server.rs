@@ -45,7 +45,9 @@ pub struct Config {
     /// On shutdown, how long a connection may take to send what is already
     /// transformed.
     pub shutdown_grace: Duration,
-    /// The most bytes read from a client at once.
+    /// The most bytes read from a client at once. A busy connection holds
+    /// an answer of at most [`crate::upcase::MAX_GROWTH`] times this (and
+    /// its worker thread one read buffer of this size).
     pub read_size: usize,
     /// Characters of each message shown in the log.
     pub log_preview: usize,
@@ -58,7 +60,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_millis(500),
-            read_size: 32 * 1024,
+            read_size: 64 * 1024,
             log_preview: 200,
         }
     }
