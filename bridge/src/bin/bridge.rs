@@ -187,6 +187,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         read_size: READ_SIZE,
         max_message,
     };
+    // Every session holds its read buffer, and tungstenite zeroes the free
+    // part before each read: 4 KiB keeps both small (a bigger message only
+    // takes more reads). See BENCHMARKS.md.
     let websocket = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
