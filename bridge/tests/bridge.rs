@@ -52,13 +52,6 @@ async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
-    let target = target.to_string();
-    let mut args = vec!["--listen", "127.0.0.1:0", "--target", &target];
-    args.extend_from_slice(extra);
-    Running::start(bridge_exe(), &args, &[("RUST_LOG", "info")]).await
-}
-
 async fn connect_with_origin(bridge: &Running, origin: Option<&str>) -> Result<Ws, WsError> {
     let mut request = format!("ws://{}/ws", bridge.addr)
         .into_client_request()

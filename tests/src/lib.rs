@@ -144,6 +144,15 @@ pub async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
     Running::start(servidor_exe(), &all, env).await
 }
 
+/// Starts `bridge` on a free port in front of `target`, with extra
+/// arguments and its log at `info` (tests wait for its lines).
+pub async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
+    let target = target.to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--target", &target];
+    args.extend_from_slice(extra);
+    Running::start(bridge_exe(), &args, &[("RUST_LOG", "info")]).await
+}
+
 /// The tutorial's own Python programs (`servidor.py`, `cliente.py`).
 pub fn tutorial_program(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

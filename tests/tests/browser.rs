@@ -142,20 +142,7 @@ async fn system(port: u16) -> (Running, Running) {
     let dist = built_page();
     let port = port.to_string();
     let server = Running::start(servidor_exe(), &["--port", &port], &[]).await;
-    let target = server.addr.to_string();
-    let bridge = Running::start(
-        bridge_exe(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--target",
-            &target,
-            "--web",
-            dist.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let bridge = bridge_to(server.addr, &["--web", dist.to_str().unwrap()]).await;
     (server, bridge)
 }
 

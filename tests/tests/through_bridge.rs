@@ -5,17 +5,10 @@ use std::path::PathBuf;
 
 use harness::*;
 
-async fn bridge_to(target: &Running, extra: &[&str]) -> Running {
-    let target = target.addr.to_string();
-    let mut args = vec!["--listen", "127.0.0.1:0", "--target", &target];
-    args.extend_from_slice(extra);
-    Running::start(bridge_exe(), &args, &[]).await
-}
-
 #[tokio::test]
 async fn cliente_url_talks_through_the_bridge() {
     let server = servidor(&[], &[]).await;
-    let bridge = bridge_to(&server, &[]).await;
+    let bridge = bridge_to(server.addr, &[]).await;
     let url = format!("ws://{}/ws", bridge.addr);
     let run = run_with_input(
         cliente_exe(),
@@ -36,7 +29,7 @@ async fn cliente_url_talks_through_the_bridge() {
 async fn cliente_url_reports_the_bridges_reason_when_the_server_is_down() {
     // A servidor that is stopped before the bridge is used.
     let mut server = servidor(&[], &[]).await;
-    let bridge = bridge_to(&server, &[]).await;
+    let bridge = bridge_to(server.addr, &[]).await;
     server.signal("TERM");
     server.wait_exit(PATIENCE).await;
 
@@ -67,7 +60,7 @@ async fn cliente_url_talks_through_a_tls_bridge() {
     let (cert, key) = self_signed_localhost();
     let server = servidor(&[], &[]).await;
     let bridge = bridge_to(
-        &server,
+        server.addr,
         &[
             "--tls-cert",
             cert.to_str().unwrap(),
