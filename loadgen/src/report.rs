@@ -79,7 +79,7 @@ impl Report {
             out,
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
-        for name in names(self.streams.iter().map(|(n, _, _)| n)) {
+        for name in distinct(self.streams.iter().map(|(n, _, _)| n.as_str())) {
             let speeds = rounds(name, speed);
             let cpus = rounds(name, cpu);
             let bytes = self
@@ -89,7 +89,14 @@ impl Report {
                 .map_or(0, |(_, bytes, _)| *bytes);
             let speed_ratios = per_round(&speeds, &ceiling_speed, |mine, ceiling| mine / ceiling);
             // As a speed: above 100 % would mean cheaper than echo.
-            let cpu_ratios = per_round(&cpus, &ceiling_cpu, |mine, ceiling| ceiling / mine);
+            let cpu_ratios = per_round(&cpus, &ceiling_cpu, |mine, ceiling| {
+                // Short runs can use less than the kernel's 10 ms tick.
+                if mine > 0.0 && ceiling > 0.0 {
+                    ceiling / mine
+                } else {
+                    f64::NAN
+                }
+            });
             let _ = writeln!(
                 out,
                 "| {name} | {:.0} | {:.0} | {} | {} | {:.3} | {} | {} |",
@@ -123,12 +130,11 @@ impl Report {
             out,
             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
-        let mut groups: Vec<(&str, usize)> = Vec::new();
-        for (name, connections, _) in &self.requests {
-            if !groups.contains(&(name.as_str(), *connections)) {
-                groups.push((name, *connections));
-            }
-        }
+        let groups = distinct(
+            self.requests
+                .iter()
+                .map(|(name, connections, _)| (name.as_str(), *connections)),
+        );
         for &(name, connections) in &groups {
             let mine = self.rounds_of(name, connections);
             let ceiling = self.rounds_of(CEILING, connections);
@@ -202,15 +208,15 @@ impl Report {
     }
 }
 
-/// The distinct names, in the order they first appear.
-fn names<'a>(all: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
-    let mut names: Vec<&str> = Vec::new();
-    for name in all {
-        if !names.contains(&name.as_str()) {
-            names.push(name);
+/// The distinct items, in the order they first appear.
+fn distinct<T: PartialEq>(all: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    for item in all {
+        if !seen.contains(&item) {
+            seen.push(item);
         }
     }
-    names
+    seen
 }
 
 /// `compare` applied to the results of the same round.
@@ -221,27 +227,35 @@ fn per_round(mine: &[f64], other: &[f64], compare: impl Fn(f64, f64) -> f64) -> 
         .collect()
 }
 
-/// The median (the upper one of an even count); NaN for no values.
+/// The median of the values that are numbers (the upper one of an even
+/// count); NaN if there are none.
 fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// `lowest–highest`, or `—` with fewer than two values.
 fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
-    let lowest = values.iter().copied().min_by(f64::total_cmp);
-    let highest = values.iter().copied().max_by(f64::total_cmp);
+    let numbers = || values.iter().copied().filter(|v| v.is_finite());
+    let lowest = numbers().min_by(f64::total_cmp);
+    let highest = numbers().max_by(f64::total_cmp);
     match (lowest, highest) {
-        (Some(lowest), Some(highest)) if values.len() > 1 => {
+        (Some(lowest), Some(highest)) if numbers().count() > 1 => {
             format!("{}–{}", show(lowest), show(highest))
         }
         _ => String::from("—"),
     }
 }
 
+/// A ratio as a percentage; `—` where it could not be taken (a CPU time
+/// below the 10 ms the kernel counts in, on a short run).
 fn percent(ratio: f64) -> String {
-    format!("{:.0} %", 100.0 * ratio)
+    if ratio.is_finite() {
+        format!("{:.0} %", 100.0 * ratio)
+    } else {
+        String::from("—")
+    }
 }
 
 fn quantile(latency: &Histogram<u64>, quantile: f64) -> f64 {
@@ -267,8 +281,10 @@ mod tests {
     fn median_and_spread() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert!(median(&[]).is_nan());
+        assert_eq!(median(&[f64::NAN, 3.0, 1.0]), 3.0);
         assert_eq!(spread(&[0.5, 0.9, 0.7], percent), "50 %–90 %");
         assert_eq!(spread(&[0.5], percent), "—");
+        assert_eq!(percent(0.39 / 0.0), "—");
     }
 
     #[test]
