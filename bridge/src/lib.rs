@@ -1,16 +1,26 @@
 //! The WebSocket ⇄ TCP bridge: lets a browser page be a client of
 //! `servidor`, and is what a remote demo exposes.
 //!
-//! - [`listener`]: HTTP(S) connections, with handshake deadlines;
+//! [`serve`] runs a bridge on a listener with a [`Config`] until its
+//! shutdown token is cancelled, then drains its sessions.
+//!
+//! - [`config`]: what the command line sets, and `host:port` parsing;
+//! - [`listener`]: HTTP(S) connections, with handshake deadlines, and the
+//!   drain at shutdown;
 //! - [`routes`]: `/ws`, `/healthz` and the page's files;
 //! - [`origin`]: which pages may connect;
-//! - [`session`]: one WebSocket ⇄ one TCP connection to the fixed target;
+//! - [`session`]: one WebSocket ⇄ one TCP connection to the fixed target,
+//!   and how it ends;
 //! - [`framing`]: target bytes → WebSocket messages, whole characters only;
 //! - [`tls`]: https/wss from PEM files.
 
+pub mod config;
 pub mod framing;
 pub mod listener;
 pub mod origin;
 pub mod routes;
 pub mod session;
 pub mod tls;
+
+pub use config::Config;
+pub use listener::serve;

@@ -12,53 +12,91 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use mayusculas::accept::Acceptor;
 
+use crate::config::Config;
 use crate::routes::{router, App, ConnectionInfo};
 
 /// How long an in-flight HTTP exchange may take to finish at shutdown.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// HTTP connections (page files, handshakes in progress) beside sessions.
+const HTTP_CONNECTIONS: usize = 1024;
 
-/// Serves HTTP connections from `acceptor` until the app's shutdown token is
-/// cancelled; returns once every HTTP connection has ended (sessions are
-/// waited for through [`App::tracker`]).
-///
-/// `handshake_timeout` bounds the TLS handshake, each request's headers and
-/// an idle keep-alive connection.
-pub async fn serve(
+/// Runs a bridge on `listener` until `shutdown` is cancelled, then drains:
+/// every session is sent 1001 and new upgrades and health checks get 503
+/// (so a load balancer stops sending anyone here) while HTTP is still
+/// served, until the sessions have closed or `config.drain` has passed.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) {
+    let app = Arc::new(App::new(&config, shutdown.clone()));
+    let acceptor = Acceptor::new(listener, config.max_sessions + HTTP_CONNECTIONS);
+    let stop_http = CancellationToken::new();
+    let http = serve_connections(
+        acceptor,
+        Arc::clone(&app),
+        config.tls,
+        config.handshake_timeout,
+        stop_http.clone(),
+    );
+    tokio::pin!(http);
+    tokio::select! {
+        () = &mut http => return,
+        () = shutdown.cancelled() => {}
+    }
+    app.tracker.close();
+    tokio::select! {
+        () = &mut http => return,
+        drained = timeout(config.drain, app.tracker.wait()) => if drained.is_err() {
+            warn!(
+                "{} sesiones no se cerraron en {} s: se cortan",
+                app.tracker.len(),
+                config.drain.as_secs_f32()
+            );
+        },
+    }
+    stop_http.cancel();
+    http.await;
+}
+
+/// Serves HTTP connections from `acceptor` until `stop` is cancelled;
+/// returns once every HTTP connection has ended (sessions are tracked by
+/// [`App::tracker`]).
+async fn serve_connections(
     mut acceptor: Acceptor,
     app: Arc<App>,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    stop: CancellationToken,
 ) {
-    let routes = router(Arc::clone(&app));
+    let routes = router(app);
     let connections = TaskTracker::new();
-    let shutdown = app.shutdown.clone();
-    while let Some(accepted) = acceptor.next(&shutdown).await {
+    while let Some(accepted) = acceptor.next(&stop).await {
         let routes = routes.clone();
         let tls = tls.clone();
-        let shutdown = shutdown.clone();
+        let stop = stop.clone();
         connections.spawn(async move {
             let _permit = accepted.permit;
             let info = ConnectionInfo {
                 peer: accepted.peer,
                 tls: tls.is_some(),
             };
-            let _ = accepted.stream.set_nodelay(true);
+            // Answers are small writes: Nagle must not hold them; failing to
+            // set it costs latency only.
+            if let Err(error) = accepted.stream.set_nodelay(true) {
+                debug!("TCP_NODELAY no se pudo activar con {}: {error}", info.peer);
+            }
             match tls {
-                None => {
-                    serve_http(accepted.stream, routes, info, handshake_timeout, shutdown).await
-                }
+                None => serve_http(accepted.stream, routes, info, handshake_timeout, stop).await,
                 Some(tls) => match timeout(handshake_timeout, tls.accept(accepted.stream)).await {
                     Ok(Ok(stream)) => {
-                        serve_http(stream, routes, info, handshake_timeout, shutdown).await
+                        serve_http(stream, routes, info, handshake_timeout, stop).await
                     }
                     Ok(Err(error)) => debug!("TLS fallido con {}: {error}", info.peer),
                     Err(_elapsed) => debug!("TLS sin terminar a tiempo con {}", info.peer),

@@ -7,6 +7,8 @@
 //! clients that are not browsers (they send no `Origin`); `--allow-origin`
 //! widens that.
 
+use crate::config::split_authority;
+
 /// The origins let in besides the bridge's own.
 #[derive(Debug, Clone, Default)]
 pub struct OriginPolicy {
@@ -110,21 +112,6 @@ fn normalize_origin(origin: &str) -> Option<String> {
         Some(port) if port.parse::<u16>().is_err() => None,
         Some(port) if port != default_port => Some(format!("{scheme}://{host}:{port}")),
         _ => Some(format!("{scheme}://{host}")),
-    }
-}
-
-/// Splits `host:port` (the port optional), keeping IPv6 literals
-/// (`[::1]:80`) whole, brackets included.
-pub fn split_authority(authority: &str) -> (&str, Option<&str>) {
-    if let Some(end) = authority.rfind(']') {
-        return match authority[end + 1..].strip_prefix(':') {
-            Some(port) => (&authority[..=end], Some(port)),
-            None => (authority, None),
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (authority, None),
     }
 }
 

@@ -9,11 +9,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{
-    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
-    UPGRADE,
-};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::header::{HOST, ORIGIN, SEC_WEBSOCKET_VERSION};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -22,8 +19,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::server::create_response_with_body;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use mayusculas::console::describe_io;
 
+use crate::config::Config;
 use crate::origin::OriginPolicy;
 use crate::session::{self, SessionConfig};
 
@@ -50,27 +50,21 @@ pub struct App {
     pub web: Option<PathBuf>,
     /// Open sessions, waited for at shutdown.
     pub tracker: TaskTracker,
-    /// Cancelled when the bridge stops.
+    /// Cancelled when the bridge stops: sessions close with 1001, and new
+    /// upgrades and health checks get 503.
     pub shutdown: CancellationToken,
     next_id: AtomicU64,
 }
 
 impl App {
-    /// Shared state for `max_sessions` sessions at most.
-    pub fn new(
-        session: SessionConfig,
-        origins: OriginPolicy,
-        max_sessions: usize,
-        websocket: WebSocketConfig,
-        web: Option<PathBuf>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    /// Shared state for a bridge configured by `config`.
+    pub fn new(config: &Config, shutdown: CancellationToken) -> Self {
         Self {
-            session: Arc::new(session),
-            origins,
-            sessions: Arc::new(Semaphore::new(max_sessions)),
-            websocket,
-            web,
+            session: Arc::new(config.session.clone()),
+            origins: config.origins.clone(),
+            sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            websocket: config.websocket,
+            web: config.web.clone(),
             tracker: TaskTracker::new(),
             shutdown,
             next_id: AtomicU64::new(1),
@@ -117,45 +111,21 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|part| part.trim().eq_ignore_ascii_case(token))
-}
-
 async fn upgrade(
     State(app): State<Arc<App>>,
     Extension(connection): Extension<ConnectionInfo>,
     mut request: Request,
 ) -> Response {
-    let headers = request.headers();
-    if !has_token(headers, CONNECTION, "upgrade") || !has_token(headers, UPGRADE, "websocket") {
-        return plain(
-            StatusCode::UPGRADE_REQUIRED,
-            "esta dirección es para WebSocket: conecte con ws://…/ws",
-        );
-    }
-    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        let mut response = plain(
-            StatusCode::UPGRADE_REQUIRED,
-            "versión de WebSocket no admitida (se admite la 13)",
-        );
-        response
-            .headers_mut()
-            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return response;
-    }
-    let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "falta la cabecera Sec-WebSocket-Key",
-        );
+    // tungstenite checks the method, version, Connection, Upgrade,
+    // Sec-WebSocket-Version and the key, and derives the accept key.
+    let switching = match create_response_with_body(&request, Body::empty) {
+        Ok(response) => response,
+        Err(refused) => return refused_upgrade(&refused),
     };
-    let accept = derive_accept_key(key.as_bytes());
-
+    if app.shutdown.is_cancelled() {
+        return stopping();
+    }
+    let headers = request.headers();
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
     let verdict = app.origins.check(origin, host, connection.tls);
@@ -216,16 +186,56 @@ async fn upgrade(
         drop(permit);
     });
 
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(CONNECTION, "upgrade")
-        .header(UPGRADE, "websocket")
-        .header(SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
-        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "respuesta no válida"))
+    switching
+}
+
+/// Why a request to `/ws` is not a WebSocket upgrade, as an HTTP answer.
+fn refused_upgrade(refused: &WsError) -> Response {
+    match refused {
+        WsError::Protocol(
+            ProtocolError::MissingConnectionUpgradeHeader
+            | ProtocolError::MissingUpgradeWebSocketHeader,
+        ) => plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "esta dirección es para WebSocket: conecte con ws://…/ws",
+        ),
+        WsError::Protocol(ProtocolError::MissingSecWebSocketVersionHeader) => {
+            let mut response = plain(
+                StatusCode::UPGRADE_REQUIRED,
+                "versión de WebSocket no admitida (se admite la 13)",
+            );
+            response
+                .headers_mut()
+                .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            response
+        }
+        WsError::Protocol(
+            ProtocolError::MissingSecWebSocketKey | ProtocolError::InvalidSecWebSocketKey,
+        ) => plain(
+            StatusCode::BAD_REQUEST,
+            "falta la cabecera Sec-WebSocket-Key o no es válida",
+        ),
+        WsError::Protocol(ProtocolError::WrongHttpVersion) => plain(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "WebSocket necesita HTTP/1.1",
+        ),
+        other => plain(
+            StatusCode::BAD_REQUEST,
+            format!("petición WebSocket no válida: {other}"),
+        ),
+    }
+}
+
+/// The answer to new sessions and health checks once the bridge is
+/// stopping, so that a load balancer sends nobody new here.
+fn stopping() -> Response {
+    plain(StatusCode::SERVICE_UNAVAILABLE, "el puente se detiene")
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.shutdown.is_cancelled() {
+        return stopping();
+    }
     let target = &app.session.target;
     let within = app.session.connect_timeout;
     match timeout(within, TcpStream::connect(target)).await {

@@ -3,30 +3,24 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bridge::origin::{split_authority, OriginPolicy};
-use bridge::routes::App;
+use bridge::config::{split_host_port, websocket_config};
+use bridge::origin::OriginPolicy;
 use bridge::session::SessionConfig;
-use bridge::{listener, tls};
+use bridge::{tls, Config};
 use clap::Parser;
-use mayusculas::accept::Acceptor;
 use mayusculas::console::{
     announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE,
 };
 use mayusculas::{server, shutdown};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How long after Ctrl-C or SIGTERM the process exits, whatever is left.
-const EXIT_DEADLINE: Duration = Duration::from_millis(1500);
-/// The most bytes read from the target at once: one message at most.
-const READ_SIZE: usize = 16 * 1024;
-/// HTTP connections (page files, handshakes in progress) beside sessions.
-const HTTP_CONNECTIONS: usize = 1024;
+/// Past the drain, how long the process may take to exit.
+const EXIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// Puente WebSocket ⇄ TCP del Tema 12: deja que una página web sea cliente
 /// del servidor.
@@ -122,6 +116,12 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout: u64,
 
+    /// Segundos que, al detenerse, tienen las sesiones para cerrarse (con
+    /// 1001) antes de cortarlas (por defecto 5).
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 5, hide_default_value = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    drain: u64,
+
     #[command(flatten)]
     flags: HelpFlags,
 }
@@ -134,6 +134,38 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
+    let listen = args.listen.clone();
+    let (host, port) = split_host_port(&listen)
+        .with_context(|| format!("--listen «{listen}» no es MÁQUINA:PUERTO"))?;
+    let config = config_of(args)?;
+    mayusculas::accept::raise_descriptor_limit();
+    let listener = server::bind(host, port).await?;
+    announce_addresses(&listener, &config)?;
+
+    let stop = CancellationToken::new();
+    let drain = config.drain;
+    let serving = bridge::serve(listener, config, stop.clone());
+    tokio::pin!(serving);
+    tokio::select! {
+        signal = shutdown::signal() => {
+            let signal = signal.context("no se pudo instalar el manejador de señales")?;
+            info!("{signal}: el puente cierra las sesiones con 1001 y se detiene (como mucho {} s)", drain.as_secs());
+        }
+        () = &mut serving => return Ok(()),
+    }
+    stop.cancel();
+    // serve() returns within the drain; this bounds the rest of the exit.
+    if tokio::time::timeout(drain + EXIT_MARGIN, serving)
+        .await
+        .is_err()
+    {
+        warn!("el puente no terminó a tiempo");
+    }
+    Ok(())
+}
+
+/// The bridge's configuration from the command line, checked.
+fn config_of(args: Args) -> anyhow::Result<Config> {
     let origins = OriginPolicy::new(&args.allow_origins).map_err(anyhow::Error::msg)?;
     if origins.allows_any() {
         warn!("--allow-origin '*': cualquier página web puede usar este puente");
@@ -150,33 +182,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    let (host, port) = split_host_port(&args.listen)
-        .with_context(|| format!("--listen «{}» no es MÁQUINA:PUERTO", args.listen))?;
     if split_host_port(&args.target).is_none() {
         bail!("--target «{}» no es MÁQUINA:PUERTO", args.target);
     }
-    mayusculas::accept::raise_descriptor_limit();
-
-    let listener = server::bind(host, port).await?;
-    let local = listener
-        .local_addr()
-        .context("no se pudo leer la dirección de escucha")?;
-    announce(&format!("Puente escuchando en {local}"));
-    let (http, ws) = if tls.is_some() {
-        ("https", "wss")
-    } else {
-        ("http", "ws")
-    };
-    match &args.web {
-        Some(web) => announce(&format!("Página: {http}://{local}/ ({})", web.display())),
-        None => announce("Sin página (use --web DIR)"),
-    }
-    announce(&format!(
-        "WebSocket: {ws}://{local}/ws → servidor {}",
-        args.target
-    ));
-
-    let stop = CancellationToken::new();
     let max_message = args.max_message as usize;
     let session = SessionConfig {
         target: args.target,
@@ -184,63 +192,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ping_interval: Duration::from_secs(args.ping_interval),
         close_grace: Duration::from_secs(args.close_grace),
         write_timeout: Duration::from_secs(args.write_timeout),
-        read_size: READ_SIZE,
+        read_size: SessionConfig::READ_SIZE,
         max_message,
     };
-    // Every session holds its read buffer, and tungstenite zeroes the free
-    // part before each read: 4 KiB keeps both small (a bigger message only
-    // takes more reads). See BENCHMARKS.md.
-    let websocket = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(256 * 1024)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message));
-    let max_sessions = args.max_sessions as usize;
-    let app = Arc::new(App::new(
+    Ok(Config {
         session,
         origins,
-        max_sessions,
-        websocket,
-        args.web,
-        stop.clone(),
-    ));
-    let acceptor = Acceptor::new(listener, max_sessions + HTTP_CONNECTIONS);
-    let handshake = Duration::from_secs(args.handshake_timeout);
-    let mut serving = tokio::spawn(listener::serve(acceptor, Arc::clone(&app), tls, handshake));
-
-    tokio::select! {
-        signal = shutdown::signal() => {
-            let signal = signal.context("no se pudo instalar el manejador de señales")?;
-            info!("{signal}: el puente deja de aceptar conexiones y cierra las sesiones");
-        }
-        ended = &mut serving => {
-            ended.context("el puente terminó de forma inesperada")?;
-            return Ok(());
-        }
-    }
-    stop.cancel();
-    app.tracker.close();
-    let everything = async {
-        let _ = serving.await;
-        app.tracker.wait().await;
-    };
-    if tokio::time::timeout(EXIT_DEADLINE, everything)
-        .await
-        .is_err()
-    {
-        warn!("se cierran las sesiones que no terminaron a tiempo");
-    }
-    Ok(())
+        max_sessions: args.max_sessions as usize,
+        websocket: websocket_config(max_message),
+        web: args.web,
+        tls,
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        drain: Duration::from_secs(args.drain),
+    })
 }
 
-/// Splits `host:port` into a host to resolve (IPv6 without its brackets)
-/// and a port; `None` unless both are there.
-fn split_host_port(address: &str) -> Option<(&str, u16)> {
-    let (host, port) = split_authority(address);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return None;
+/// The first stdout line names the bound address (useful with port 0).
+fn announce_addresses(listener: &TcpListener, config: &Config) -> anyhow::Result<()> {
+    let local = listener
+        .local_addr()
+        .context("no se pudo leer la dirección de escucha")?;
+    announce(&format!("Puente escuchando en {local}"));
+    let (http, ws) = if config.tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    match &config.web {
+        Some(web) => announce(&format!("Página: {http}://{local}/ ({})", web.display())),
+        None => announce("Sin página (use --web DIR)"),
     }
-    Some((host, port?.parse().ok()?))
+    announce(&format!(
+        "WebSocket: {ws}://{local}/ws → servidor {}",
+        config.session.target
+    ));
+    Ok(())
 }

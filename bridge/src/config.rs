@@ -1,0 +1,122 @@
+//! What one bridge serves and how, as the command line gives it: the
+//! [`Config`] that [`crate::serve`] runs on, and the `host:port` parsing
+//! behind `--listen`, `--target` and origins.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::origin::OriginPolicy;
+use crate::session::SessionConfig;
+
+/// Everything a running bridge needs besides its listener.
+#[derive(Clone)]
+pub struct Config {
+    /// How each session behaves.
+    pub session: SessionConfig,
+    /// Which pages may connect.
+    pub origins: OriginPolicy,
+    /// Sessions open at once; past that, new upgrades get HTTP 503.
+    pub max_sessions: usize,
+    /// Buffer sizes and message limits of each WebSocket.
+    pub websocket: WebSocketConfig,
+    /// The built page to serve, if any.
+    pub web: Option<PathBuf>,
+    /// TLS for https and wss, if given.
+    pub tls: Option<TlsAcceptor>,
+    /// Bound on the TLS handshake, each request's headers and an idle
+    /// keep-alive connection.
+    pub handshake_timeout: Duration,
+    /// After the stop is asked for, how long sessions have to close before
+    /// [`crate::serve`] returns anyway.
+    pub drain: Duration,
+}
+
+impl Config {
+    /// Default sessions open at once.
+    pub const MAX_SESSIONS: usize = 5000;
+    /// Default seconds for the TLS and HTTP handshakes.
+    pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+    /// Default seconds to drain sessions when stopping.
+    pub const DRAIN_SECS: u64 = 5;
+    /// The WebSocket read buffer each session starts with. tungstenite
+    /// zeroes its free part before every read, and every session holds it:
+    /// 4 KiB keeps both small (a bigger message only takes more reads). See
+    /// BENCHMARKS.md.
+    pub const READ_BUFFER: usize = 4 * 1024;
+
+    /// A bridge to `target` with every other setting at its default.
+    pub fn for_target(target: impl Into<String>) -> Self {
+        Self {
+            session: SessionConfig::for_target(target),
+            origins: OriginPolicy::default(),
+            max_sessions: Self::MAX_SESSIONS,
+            websocket: websocket_config(SessionConfig::MAX_MESSAGE),
+            web: None,
+            tls: None,
+            handshake_timeout: Duration::from_secs(Self::HANDSHAKE_TIMEOUT_SECS),
+            drain: Duration::from_secs(Self::DRAIN_SECS),
+        }
+    }
+}
+
+/// The WebSocket settings for clients' messages of at most `max_message`
+/// bytes: a small read buffer, and writes not buffered beyond one message.
+pub fn websocket_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(Config::READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 * 1024)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+/// Splits `host:port` (the port optional), keeping IPv6 literals
+/// (`[::1]:80`) whole, brackets included.
+pub fn split_authority(authority: &str) -> (&str, Option<&str>) {
+    if let Some(end) = authority.rfind(']') {
+        return match authority[end + 1..].strip_prefix(':') {
+            Some(port) => (&authority[..=end], Some(port)),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    }
+}
+
+/// Splits `host:port` into a host to resolve (IPv6 without its brackets)
+/// and a port; `None` unless both are there.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = split_authority(address);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_split_at_the_last_colon_outside_brackets() {
+        assert_eq!(split_authority("h:80"), ("h", Some("80")));
+        assert_eq!(split_authority("h"), ("h", None));
+        assert_eq!(split_authority("[::1]:80"), ("[::1]", Some("80")));
+        assert_eq!(split_authority("[::1]"), ("[::1]", None));
+    }
+
+    #[test]
+    fn addresses_need_a_host_and_a_port() {
+        assert_eq!(split_host_port("127.0.0.1:5000"), Some(("127.0.0.1", 5000)));
+        assert_eq!(split_host_port("[::1]:0"), Some(("::1", 0)));
+        assert_eq!(split_host_port(":5000"), None);
+        assert_eq!(split_host_port("localhost"), None);
+        assert_eq!(split_host_port("h:99999"), None);
+    }
+}
