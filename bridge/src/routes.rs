@@ -17,7 +17,7 @@ use axum::{Extension, Router};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::create_response_with_body;
@@ -158,26 +158,37 @@ async fn upgrade(
         );
     };
 
+    spawn_session(app, on_upgrade, connection, permit);
+    switching
+}
+
+/// Runs the session once hyper hands over the upgraded connection; the
+/// permit is held until it ends.
+fn spawn_session(
+    app: Arc<App>,
+    on_upgrade: OnUpgrade,
+    connection: ConnectionInfo,
+    permit: OwnedSemaphorePermit,
+) {
     let id = app.next_id.fetch_add(1, Ordering::Relaxed);
-    let session_app = Arc::clone(&app);
-    app.tracker.spawn(async move {
+    let tracker = app.tracker.clone();
+    tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(session_app.websocket),
+                    Some(app.websocket),
                 )
                 .await;
-                let config = Arc::clone(&session_app.session);
                 session::run(
                     ws,
                     id,
                     connection.peer,
-                    config,
+                    Arc::clone(&app.session),
                     // Its own node: waiting on it takes no lock that other
                     // sessions take too.
-                    session_app.shutdown.child_token(),
+                    app.shutdown.child_token(),
                 )
                 .await;
             }
@@ -185,8 +196,6 @@ async fn upgrade(
         }
         drop(permit);
     });
-
-    switching
 }
 
 /// Why a request to `/ws` is not a WebSocket upgrade, as an HTTP answer.

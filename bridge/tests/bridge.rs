@@ -477,6 +477,38 @@ async fn sigterm_closes_sessions_with_1001_and_exits_0() {
 }
 
 #[tokio::test]
+async fn while_draining_health_and_upgrades_get_503_and_the_bridge_exits_within_the_drain() {
+    let mut bridge = bridge_to(
+        servidor_in_process().await,
+        &["--close-grace", "3", "--drain", "2"],
+    )
+    .await;
+    // A client that never answers the bridge's Close keeps a session open.
+    let _silent = silent_websocket(&bridge).await;
+    bridge.wait_for_log("sesión abierta").await;
+    let (head, _) = http_get(bridge.addr, "/healthz", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    bridge.signal("TERM");
+    bridge.wait_for_log("se detiene").await;
+    let (head, body) = http_get(bridge.addr, "/healthz", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert_eq!(body, "el puente se detiene\n");
+    let refused = connect_with_origin(&bridge, None).await;
+    assert!(
+        matches!(&refused, Err(WsError::Http(response)) if response.status() == 503),
+        "{refused:?}"
+    );
+    let started = std::time::Instant::now();
+    assert!(bridge.wait_exit(Duration::from_secs(5)).await.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn serves_the_page_with_the_right_types_and_gzip() {
     let web = std::env::temp_dir().join(format!("bridge-web-{}", std::process::id()));
     std::fs::create_dir_all(&web).unwrap();
