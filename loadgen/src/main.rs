@@ -4,6 +4,7 @@
 //! Numbers move on shared machines, so every figure is printed beside its
 //! ceiling and as a ratio. See BENCHMARKS.md for the command and results.
 
+mod echo;
 mod peers;
 mod report;
 mod scenarios;
@@ -60,10 +61,19 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The ceiling: a bare tokio echo server (started by the main run).
-    Echo {
-        #[arg(long, default_value_t = 0)]
-        port: u16,
+    /// A bare tokio TCP echo server: the ceiling (started by the main run)
+    /// and the bridge's target in scripts/autobahn. Prints its address first.
+    EchoTcp {
+        /// Address and port to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// A bare tokio-tungstenite WebSocket echo server: the baseline of
+    /// scripts/autobahn. Prints its address first.
+    EchoWs {
+        /// Address and port to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
     },
 }
 
@@ -73,7 +83,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match args.command {
-        Some(Command::Echo { port }) => runtime.block_on(peers::echo_server(port)),
+        Some(Command::EchoTcp { listen }) => runtime.block_on(echo::tcp(&listen)),
+        Some(Command::EchoWs { listen }) => runtime.block_on(echo::websocket(&listen)),
         None => runtime.block_on(run(args)),
     }
 }

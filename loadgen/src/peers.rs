@@ -6,8 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A server process listening on `addr`. Killed when dropped.
@@ -35,7 +34,11 @@ impl Peer {
     /// Starts this same program as the bare echo server.
     pub async fn start_echo() -> anyhow::Result<Peer> {
         let me = std::env::current_exe()?;
-        Self::spawn("echo", Command::new(me).args(["echo", "--port", "0"])).await
+        Self::spawn(
+            "echo",
+            Command::new(me).args(["echo-tcp", "--listen", "127.0.0.1:0"]),
+        )
+        .await
     }
 
     async fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Peer> {
@@ -101,28 +104,5 @@ impl Peer {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .context("no VmRSS")?;
         Ok(kib * 1024)
-    }
-}
-
-/// The ceiling: echoes every byte back, one 64 KiB buffer per connection,
-/// nothing else. Prints its address first, as servidor does.
-pub async fn echo_server(port: u16) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("Eco escuchando en {}", listener.local_addr()?);
-    loop {
-        let (mut stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let mut buffer = vec![0u8; 64 * 1024];
-            loop {
-                let read = match stream.read(&mut buffer).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(read) => read,
-                };
-                if stream.write_all(&buffer[..read]).await.is_err() {
-                    return;
-                }
-            }
-        });
     }
 }
