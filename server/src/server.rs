@@ -46,7 +46,8 @@ pub struct Config {
     /// transformed.
     pub shutdown_grace: Duration,
     /// The most bytes read from a client at once. A busy connection holds
-    /// an answer of at most [`crate::upcase::MAX_GROWTH`] times this (and
+    /// an answer of at most [`crate::upcase::MAX_GROWTH`] times (this + 3),
+    /// as a read may complete a character held from the one before (and
     /// its worker thread one read buffer of this size).
     pub read_size: usize,
     /// Characters of each message shown in the log.

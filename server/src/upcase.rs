@@ -22,7 +22,10 @@ use crate::utf8_stream::{Piece, Utf8Stream, MAX_PENDING};
 
 /// No character's full uppercase mapping takes more than three times the
 /// bytes of the character itself (`ΐ`, 2 bytes, becomes 3 two-byte
-/// characters), so `MAX_GROWTH * input.len()` bounds one call's output.
+/// characters), so `MAX_GROWTH * input.len()` bounds a whole stream's
+/// output, and `MAX_GROWTH * (pending + input.len())` one call's: a call
+/// may complete a character held from the last one, whose held bytes
+/// ([`Upcase::pending`], at most 3) count too.
 pub const MAX_GROWTH: usize = 3;
 
 /// A streaming uppercaser. Feed it chunks with [`Upcase::feed`], then call
@@ -512,8 +515,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn one_call_may_write_more_than_max_growth_times_its_input() {
+        // `ΐ` held after its first byte: the one byte that completes it
+        // gives six, three times the character, not three times the call's
+        // input (found by fuzzing; the bound once said the latter).
+        let mut transform = Upcase::new();
+        let mut out = Vec::new();
+        let iota = "ΐ".as_bytes();
+        transform.feed(&iota[..1], &mut out);
+        let held = transform.pending().len();
+        transform.feed(&iota[1..], &mut out);
+        assert_eq!(out, "\u{399}\u{308}\u{301}".as_bytes());
+        assert!(out.len() > MAX_GROWTH * iota[1..].len());
+        assert!(out.len() <= MAX_GROWTH * (held + iota[1..].len()));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn one_call_output_is_bounded_with_the_held_bytes(
+            input in mixed_bytes(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut transform = Upcase::new();
+            let mut out = Vec::new();
+            for part in pieces_of(&input, &cuts) {
+                let held = transform.pending().len();
+                out.clear();
+                transform.feed(part, &mut out);
+                prop_assert!(out.len() <= MAX_GROWTH * (held + part.len()));
+            }
+        }
 
         #[test]
         fn any_split_gives_the_whole_input_output(
