@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mayusculas::proxy_protocol::TrustedProxies;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -32,6 +33,9 @@ pub struct Config {
     /// After the stop is asked for, how long sessions have to close before
     /// [`crate::serve`] returns anyway.
     pub drain: Duration,
+    /// Load balancers whose PROXY header (taken when present) and
+    /// forwarding headers name the real client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -58,6 +62,7 @@ impl Config {
             tls: None,
             handshake_timeout: Duration::from_secs(Self::HANDSHAKE_TIMEOUT_SECS),
             drain: Duration::from_secs(Self::DRAIN_SECS),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

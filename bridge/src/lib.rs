@@ -9,12 +9,14 @@
 //!   drain at shutdown;
 //! - [`routes`]: `/ws`, `/healthz` and the page's files;
 //! - [`origin`]: which pages may connect;
+//! - [`forwarded`]: the client's address from a trusted proxy's headers;
 //! - [`session`]: one WebSocket ⇄ one TCP connection to the fixed target,
 //!   and how it ends;
 //! - [`framing`]: target bytes → WebSocket messages, whole characters only;
 //! - [`tls`]: https/wss from PEM files.
 
 pub mod config;
+pub mod forwarded;
 pub mod framing;
 pub mod listener;
 pub mod origin;

@@ -11,8 +11,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use mayusculas::accept::Acceptor;
+use mayusculas::proxy_protocol::{client_address, Presence, TrustedProxies};
 
 use crate::config::Config;
 use crate::routes::{router, App, ConnectionInfo};
@@ -75,31 +78,30 @@ async fn serve_connections(
     handshake_timeout: Duration,
     stop: CancellationToken,
 ) {
+    let trusted = Arc::new(app.trusted_proxies.clone());
     let routes = router(app);
     let connections = TaskTracker::new();
     while let Some(accepted) = acceptor.next(&stop).await {
         let routes = routes.clone();
         let tls = tls.clone();
         let stop = stop.clone();
+        let trusted = Arc::clone(&trusted);
         connections.spawn(async move {
             let _permit = accepted.permit;
-            let info = ConnectionInfo {
-                peer: accepted.peer,
-                tls: tls.is_some(),
+            let Some(info) =
+                connection_info(accepted.stream, accepted.peer, &trusted, tls.is_some()).await
+            else {
+                return;
             };
-            // Answers are small writes: Nagle must not hold them; failing to
-            // set it costs latency only.
-            if let Err(error) = accepted.stream.set_nodelay(true) {
-                debug!("TCP_NODELAY no se pudo activar con {}: {error}", info.peer);
-            }
+            let (stream, info) = info;
             match tls {
-                None => serve_http(accepted.stream, routes, info, handshake_timeout, stop).await,
-                Some(tls) => match timeout(handshake_timeout, tls.accept(accepted.stream)).await {
+                None => serve_http(stream, routes, info, handshake_timeout, stop).await,
+                Some(tls) => match timeout(handshake_timeout, tls.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         serve_http(stream, routes, info, handshake_timeout, stop).await
                     }
-                    Ok(Err(error)) => debug!("TLS fallido con {}: {error}", info.peer),
-                    Err(_elapsed) => debug!("TLS sin terminar a tiempo con {}", info.peer),
+                    Ok(Err(error)) => debug!("TLS fallido con {}: {error}", info.client),
+                    Err(_elapsed) => debug!("TLS sin terminar a tiempo con {}", info.client),
                 },
             }
         });
@@ -107,6 +109,37 @@ async fn serve_connections(
     drop(acceptor);
     connections.close();
     connections.wait().await;
+}
+
+/// What the routes need to know of a new connection: who it is for (from
+/// a trusted proxy's PROXY header, taken when present) and where it came
+/// in; `None` if a trusted proxy sent a bad header.
+async fn connection_info(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    trusted: &TrustedProxies,
+    tls: bool,
+) -> Option<(TcpStream, ConnectionInfo)> {
+    // Answers are small writes: Nagle must not hold them; failing to set it
+    // costs latency only.
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!("TCP_NODELAY no se pudo activar con {peer}: {error}");
+    }
+    let client = match client_address(&mut stream, peer, trusted, Presence::Optional).await {
+        Ok(client) => client,
+        Err(refused) => {
+            warn!("conexión rechazada desde {peer}: {refused}");
+            return None;
+        }
+    };
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(error) => {
+            debug!("conexión de {peer} perdida al empezar: {error}");
+            return None;
+        }
+    };
+    Some((stream, ConnectionInfo { client, local, tls }))
 }
 
 async fn serve_http<IO>(
@@ -139,6 +172,6 @@ async fn serve_http<IO>(
         }
     };
     if let Err(error) = served {
-        debug!("conexión HTTP con {} terminada: {error}", info.peer);
+        debug!("conexión HTTP con {} terminada: {error}", info.client);
     }
 }

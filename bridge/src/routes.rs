@@ -32,7 +32,10 @@ use tracing::{debug, info, warn};
 
 use mayusculas::console::describe_io;
 
+use mayusculas::proxy_protocol::{ClientAddress, TrustedProxies};
+
 use crate::config::Config;
+use crate::forwarded;
 use crate::origin::OriginPolicy;
 use crate::session::{self, SessionConfig};
 
@@ -53,6 +56,8 @@ pub struct App {
     /// Cancelled when the bridge stops: sessions close with 1001, and new
     /// upgrades and health checks get 503.
     pub shutdown: CancellationToken,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
     next_id: AtomicU64,
 }
 
@@ -67,6 +72,7 @@ impl App {
             web: config.web.clone(),
             tracker: TaskTracker::new(),
             shutdown,
+            trusted_proxies: config.trusted_proxies.clone(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -75,8 +81,11 @@ impl App {
 /// Facts about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
+    /// Who connected: the socket's peer, or the client a trusted proxy's
+    /// PROXY header announced.
+    pub client: ClientAddress,
+    /// The bridge's own address the connection reached.
+    pub local: SocketAddr,
     /// Whether it came over TLS.
     pub tls: bool,
 }
@@ -126,15 +135,13 @@ async fn upgrade(
         return stopping();
     }
     let headers = request.headers();
+    let client = forwarded::client_address(connection.client, headers, &app.trusted_proxies);
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
     let verdict = app.origins.check(origin, host, connection.tls);
     if !verdict.accepted() {
         let origin = origin.unwrap_or_default();
-        info!(
-            "origen rechazado: {origin} (desde {}); admítalo con --allow-origin",
-            connection.peer
-        );
+        info!("origen rechazado: {origin} (desde {client}); admítalo con --allow-origin");
         return plain(
             StatusCode::FORBIDDEN,
             format!("origen no permitido: {origin}; el puente solo admite sus propias páginas y las de --allow-origin"),
@@ -142,10 +149,7 @@ async fn upgrade(
     }
 
     let Ok(permit) = Arc::clone(&app.sessions).try_acquire_owned() else {
-        warn!(
-            "sesión rechazada desde {}: se alcanzó el máximo de sesiones",
-            connection.peer
-        );
+        warn!("sesión rechazada desde {client}: se alcanzó el máximo de sesiones");
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "demasiadas sesiones abiertas; inténtelo más tarde",
@@ -158,7 +162,7 @@ async fn upgrade(
         );
     };
 
-    spawn_session(app, on_upgrade, connection, permit);
+    spawn_session(app, on_upgrade, client, connection.local, permit);
     switching
 }
 
@@ -167,7 +171,8 @@ async fn upgrade(
 fn spawn_session(
     app: Arc<App>,
     on_upgrade: OnUpgrade,
-    connection: ConnectionInfo,
+    client: ClientAddress,
+    local: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) {
     let id = app.next_id.fetch_add(1, Ordering::Relaxed);
@@ -184,7 +189,8 @@ fn spawn_session(
                 session::run(
                     ws,
                     id,
-                    connection.peer,
+                    client,
+                    local,
                     Arc::clone(&app.session),
                     // Its own node: waiting on it takes no lock that other
                     // sessions take too.

@@ -33,13 +33,15 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
+
+use mayusculas::proxy_protocol::{self, ClientAddress};
 
 use self::client_to_target::Stop;
 pub use self::ending::{fit_close_reason, Ending};
@@ -64,6 +66,9 @@ pub struct SessionConfig {
     pub read_size: usize,
     /// The largest message a client may send, for the close reason.
     pub max_message: usize,
+    /// Whether each target connection starts with a PROXY v2 header naming
+    /// the client, so that a target trusting the bridge logs the browser.
+    pub send_proxy: bool,
 }
 
 impl SessionConfig {
@@ -90,6 +95,7 @@ impl SessionConfig {
             write_timeout: Duration::from_secs(Self::WRITE_TIMEOUT_SECS),
             read_size: Self::READ_SIZE,
             max_message: Self::MAX_MESSAGE,
+            send_proxy: false,
         }
     }
 }
@@ -169,21 +175,29 @@ type ToClient<S> = SplitSink<WebSocketStream<S>, Message>;
 type FromClient<S> = SplitStream<WebSocketStream<S>>;
 
 /// Runs one session to its end over an accepted WebSocket.
+///
+/// `client` is who the session is for (behind a trusted proxy, the real
+/// client), and `local` the bridge's address it connected to: both are
+/// announced to the target with `--send-proxy`.
 pub async fn run<S>(
     ws: WebSocketStream<S>,
     id: u64,
-    peer: SocketAddr,
+    client: ClientAddress,
+    local: SocketAddr,
     config: Arc<SessionConfig>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     info!(
-        "[ws#{id}] sesión abierta desde {peer} hacia {}",
+        "[ws#{id}] sesión abierta desde {client} hacia {}",
         config.target
     );
     let traffic = Traffic::default();
-    let ending = bridge(ws, &config, &traffic, &shutdown).await;
+    let announce = config
+        .send_proxy
+        .then(|| proxy_protocol::v2_header(client.client, local));
+    let ending = bridge(ws, &config, announce, &traffic, &shutdown).await;
     info!(
         "[ws#{id}] sesión cerrada: {ending} ({} bytes hacia el servidor, {} hacia el cliente)",
         traffic.up(),
@@ -194,6 +208,7 @@ pub async fn run<S>(
 async fn bridge<S>(
     ws: WebSocketStream<S>,
     config: &SessionConfig,
+    announce: Option<Vec<u8>>,
     traffic: &Traffic,
     shutdown: &CancellationToken,
 ) -> Ending
@@ -204,7 +219,7 @@ where
     let connected = tokio::select! {
         biased;
         () = shutdown.cancelled() => Err(Ending::Stopping),
-        connected = connect(config) => connected,
+        connected = connect(config, announce) => connected,
     };
     let ending = match connected {
         Ok(target) => {
@@ -228,13 +243,23 @@ where
     ending
 }
 
-async fn connect(config: &SessionConfig) -> Result<TcpStream, Ending> {
+/// Connects to the target, and sends it `announce` (a PROXY header) first.
+async fn connect(config: &SessionConfig, announce: Option<Vec<u8>>) -> Result<TcpStream, Ending> {
     match timeout(config.connect_timeout, TcpStream::connect(&config.target)).await {
-        Ok(Ok(target)) => {
+        Ok(Ok(mut target)) => {
             // Answers are small writes: Nagle must not hold them. Failing
             // to set it costs latency only, so it is not worth a session.
             if let Err(error) = target.set_nodelay(true) {
                 debug!("TCP_NODELAY no se pudo activar: {error}");
+            }
+            if let Some(header) = announce {
+                // A fresh socket takes a header this small at once.
+                if let Err(error) = target.write_all(&header).await {
+                    return Err(Ending::TargetLost {
+                        target: config.target.clone(),
+                        error,
+                    });
+                }
             }
             Ok(target)
         }

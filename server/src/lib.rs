@@ -4,6 +4,7 @@
 //! - [`utf8_stream`]: cutting a byte stream into characters and stray bytes;
 //! - [`server`]: the TCP server behind the `servidor` binary;
 //! - [`accept`]: accepting within a limit, retrying on errors;
+//! - [`proxy_protocol`]: the client's real address behind a load balancer;
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
 //! - [`websocket_link`]: the same conversation through the bridge;
 //! - [`console`]: how the binaries speak to the terminal (logs, previews).
@@ -11,6 +12,7 @@
 pub mod accept;
 pub mod client;
 pub mod console;
+pub mod proxy_protocol;
 pub mod server;
 pub mod shutdown;
 pub mod upcase;

@@ -26,10 +26,11 @@ use tokio::time::{sleep, sleep_until, timeout, Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::accept::Acceptor;
 use crate::console::{describe_io, preview};
+use crate::proxy_protocol::{client_address, Presence, TrustedProxies};
 use crate::upcase::Upcase;
 
 /// How the server treats its clients.
@@ -52,6 +53,9 @@ pub struct Config {
     pub read_size: usize,
     /// Characters of each message shown in the log.
     pub log_preview: usize,
+    /// Load balancers whose PROXY header (required from them) names the
+    /// real client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_millis(500),
             read_size: 64 * 1024,
             log_preview: 200,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -214,7 +219,19 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self) {
-        info!("[#{}] Conexión desde: {}", self.id, self.peer);
+        let trusted = &self.config.trusted_proxies;
+        let client =
+            match client_address(&mut self.stream, self.peer, trusted, Presence::Required).await {
+                Ok(client) => client,
+                Err(refused) => {
+                    warn!(
+                        "[#{}] Conexión rechazada desde {}: {refused}",
+                        self.id, self.peer
+                    );
+                    return;
+                }
+            };
+        info!("[#{}] Conexión desde: {client}", self.id);
         // Answers are written as soon as they are ready; Nagle would hold a
         // small one back while an earlier segment awaits its ACK.
         let _ = self.stream.set_nodelay(true);

@@ -14,6 +14,7 @@ use clap::Parser;
 use mayusculas::console::{
     announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE,
 };
+use mayusculas::proxy_protocol::TrustedProxies;
 use mayusculas::{server, shutdown};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -122,6 +123,19 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     drain: u64,
 
+    /// Balanceador de confianza (red como 10.0.0.0/8, o una dirección;
+    /// repetible): de sus conexiones se toma la cabecera PROXY si la hay, y
+    /// X-Forwarded-For o Forwarded, para saber quién es el cliente. Por
+    /// defecto, ninguno.
+    #[arg(long = "trusted-proxy", value_name = "RED")]
+    trusted_proxies: Vec<String>,
+
+    /// Empieza cada conexión con el servidor con una cabecera PROXY v2 que
+    /// dice quién es el cliente (el servidor debe confiar en el puente con
+    /// --trusted-proxy).
+    #[arg(long)]
+    send_proxy: bool,
+
     #[command(flatten)]
     flags: HelpFlags,
 }
@@ -182,6 +196,7 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
+    let trusted_proxies = TrustedProxies::new(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
     if split_host_port(&args.target).is_none() {
         bail!("--target «{}» no es MÁQUINA:PUERTO", args.target);
     }
@@ -194,6 +209,7 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         write_timeout: Duration::from_secs(args.write_timeout),
         read_size: SessionConfig::READ_SIZE,
         max_message,
+        send_proxy: args.send_proxy,
     };
     Ok(Config {
         session,
@@ -204,6 +220,7 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         tls,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         drain: Duration::from_secs(args.drain),
+        trusted_proxies,
     })
 }
 

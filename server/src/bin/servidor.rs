@@ -8,6 +8,7 @@ use clap::Parser;
 use mayusculas::console::{
     announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE,
 };
+use mayusculas::proxy_protocol::TrustedProxies;
 use mayusculas::server::{self, Config};
 use mayusculas::shutdown;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,12 @@ struct Args {
     )]
     log_preview: usize,
 
+    /// Balanceador de confianza (red como 10.0.0.0/8, o una dirección;
+    /// repetible): sus conexiones deben empezar con una cabecera PROXY (v1
+    /// o v2) que dice quién es el cliente. Por defecto, ninguno.
+    #[arg(long = "trusted-proxy", value_name = "RED")]
+    trusted_proxies: Vec<String>,
+
     #[command(flatten)]
     flags: HelpFlags,
 }
@@ -90,6 +97,7 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
+    let trusted_proxies = TrustedProxies::new(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
     mayusculas::accept::raise_descriptor_limit();
     let listener = server::bind(&args.host, args.port).await?;
     let local = listener
@@ -102,6 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         write_timeout: Duration::from_secs(args.write_timeout),
         log_preview: args.log_preview,
+        trusted_proxies,
         ..Config::default()
     };
     let stop = CancellationToken::new();
