@@ -234,7 +234,7 @@ async fn read_header(
 
 /// Tells what `start`, the first bytes of a stream, holds.
 fn classify(start: &[u8]) -> Result<Seen, HeaderError> {
-    if is_prefix_either_way(start, &v2::PROTOCOL_PREFIX) {
+    if is_prefix_either_way(start, v2::PROTOCOL_PREFIX) {
         return classify_v2(start);
     }
     if is_prefix_either_way(start, V1_PREFIX) {
