@@ -1,0 +1,401 @@
+//! The reference deployments in `deploy/`, run as they are: HAProxy or
+//! nginx in front of two bridges and two `servidor`s, all on free loopback
+//! ports, clients on their own loopback addresses (127.0.0.2, 127.0.0.3 …)
+//! so that the logs can show whose address arrived where.
+//!
+//! The balancers run unprivileged in the foreground from a temporary folder
+//! holding their configuration, pid and logs, and are killed at the end.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use harness::*;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Which balancer fronts the system.
+#[derive(Clone, Copy)]
+enum Kind {
+    Haproxy,
+    Nginx,
+}
+
+/// A balancer process and its folder, both gone when dropped.
+struct Balancer {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free loopback port for a process that cannot report its own.
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tema12-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The whole deployment: two servidores, two bridges, one balancer.
+struct System {
+    servidores: Vec<Running>,
+    bridges: Vec<Running>,
+    /// Where browsers connect.
+    web: SocketAddr,
+    balancer: Balancer,
+}
+
+async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System {
+    let trust = ["--trusted-proxy", "127.0.0.1"];
+    let env = [("RUST_LOG", "info")];
+    let mut servidores = Vec::new();
+    for _ in 0..2 {
+        let mut args = vec!["--port", "0"];
+        args.extend_from_slice(&trust);
+        servidores.push(Running::start(servidor_exe(), &args, &env).await);
+    }
+    let tcp = free_port().to_string();
+    let web = free_port();
+    let mut bridges = Vec::new();
+    for _ in 0..2 {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--target", &tcp, "--send-proxy"];
+        args.extend_from_slice(&trust);
+        args.extend_from_slice(bridge_extra);
+        bridges.push(Running::start(bridge_exe(), &args, &env).await);
+    }
+    let dir = scratch_dir(match kind {
+        Kind::Haproxy => "haproxy",
+        Kind::Nginx => "nginx",
+    });
+    let values = [
+        ("WEB_ADDR", web.to_string()),
+        ("TCP_ADDR", tcp.clone()),
+        ("BRIDGE_1", bridges[0].addr.to_string()),
+        ("BRIDGE_2", bridges[1].addr.to_string()),
+        ("SERVIDOR_1", servidores[0].addr.to_string()),
+        ("SERVIDOR_2", servidores[1].addr.to_string()),
+        ("PREFIX", dir.display().to_string()),
+        (
+            "STREAM_MODULE",
+            String::from("/usr/lib/nginx/modules/ngx_stream_module.so"),
+        ),
+        ("READ_TIMEOUT", String::from(read_timeout)),
+        ("TRUSTED", String::from("127.0.0.1")),
+    ];
+    let (file, program, args): (&str, &str, Vec<String>) = match kind {
+        Kind::Haproxy => ("haproxy.cfg", "haproxy", vec![String::from("-db")]),
+        Kind::Nginx => (
+            "nginx.conf",
+            "nginx",
+            vec![
+                String::from("-p"),
+                dir.display().to_string(),
+                String::from("-g"),
+                String::from("daemon off;"),
+            ],
+        ),
+    };
+    let mut config = std::fs::read_to_string(repository().join("deploy").join(file)).unwrap();
+    for (name, value) in &values {
+        config = config.replace(&format!("${{{name}}}"), value);
+    }
+    let missing = config
+        .match_indices("${")
+        .any(|(at, _)| config[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
+    assert!(!missing, "a value is missing:\n{config}");
+    let config_path = dir.join(file);
+    std::fs::write(&config_path, config).unwrap();
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let child = Command::new(program)
+        .args(&args)
+        .arg(if matches!(kind, Kind::Haproxy) {
+            "-f"
+        } else {
+            "-c"
+        })
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {program}: {error}"));
+    let balancer = Balancer { child, dir };
+    let system = System {
+        servidores,
+        bridges,
+        web,
+        balancer,
+    };
+    system.wait_until_serving().await;
+    system
+}
+
+impl System {
+    /// Waits until a session through the balancer gets its answer.
+    async fn wait_until_serving(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Ok(mut ws)) =
+                tokio::time::timeout(Duration::from_secs(2), session_from(self.web, 1)).await
+            {
+                if let Ok(Ok(answer)) =
+                    tokio::time::timeout(Duration::from_secs(2), round_trip(&mut ws, "listo")).await
+                {
+                    assert_eq!(answer, "LISTO\n");
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            }
+            let log =
+                std::fs::read_to_string(self.balancer.dir.join("stderr.log")).unwrap_or_default();
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the balancer never served; its log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn sessions_on(&self, bridge: usize) -> usize {
+        self.bridges[bridge].log().matches("sesión abierta").count()
+    }
+}
+
+/// A WebSocket session through `web` from the loopback address
+/// 127.0.0.`host`.
+async fn session_from(web: SocketAddr, host: u8) -> Result<Ws, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
+        .map_err(|e| e.to_string())?;
+    let stream = socket.connect(web).await.map_err(|e| e.to_string())?;
+    let url = format!("ws://{web}/ws");
+    tokio_tungstenite::client_async(url, stream)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+/// Sends `text` as a line and reads its whole answer.
+async fn round_trip(ws: &mut Ws, text: &str) -> Result<String, String> {
+    ws.send(Message::text(format!("{text}\n")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    while !answer.ends_with('\n') {
+        match ws.next().await {
+            Some(Ok(Message::Text(part))) => answer.push_str(&part),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => return Err(format!("{other:?} after {answer:?}")),
+        }
+    }
+    Ok(answer)
+}
+
+/// `count` sessions from 127.0.0.2, 127.0.0.3 …, each having had one round
+/// trip, all open at once.
+async fn open_sessions(web: SocketAddr, count: usize) -> Vec<(u8, Ws)> {
+    let opening = (0..count).map(|n| {
+        let host = 2 + n as u8;
+        tokio::spawn(async move {
+            let mut ws = session_from(web, host).await.expect("a session");
+            let answer = round_trip(&mut ws, &format!("hola {host}"))
+                .await
+                .expect("an answer");
+            assert_eq!(answer, format!("HOLA {host}\n"));
+            (host, ws)
+        })
+    });
+    let mut sessions = Vec::new();
+    for opened in within(
+        PATIENCE,
+        "all sessions",
+        futures_util::future::join_all(opening),
+    )
+    .await
+    {
+        sessions.push(opened.expect("the session's task"));
+    }
+    sessions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_spreads_200_sessions_and_servidor_logs_each_browser() {
+    let system = system(Kind::Haproxy, &[], "60s").await;
+    let sessions = open_sessions(system.web, 200).await;
+    let (first, second) = (system.sessions_on(0), system.sessions_on(1));
+    // The readiness probe above was one more session.
+    assert!(first + second >= 200, "{first} + {second}");
+    for carried in [first, second] {
+        assert!(carried >= 60, "a bridge carried {carried} of 200");
+    }
+    let logs: String = system.servidores.iter().map(Running::log).collect();
+    let clients: BTreeSet<u8> = sessions.iter().map(|(host, _)| *host).collect();
+    for host in clients {
+        let needle = format!("Conexión desde: 127.0.0.{host}:");
+        assert!(
+            logs.contains(&needle),
+            "no {needle:?} in the servidores' logs"
+        );
+    }
+    assert!(logs.contains("(vía 127.0.0.1:"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_behind_haproxy_moves_sessions_cleanly() {
+    let mut system = system(Kind::Haproxy, &["--drain", "3"], "60s").await;
+    let sessions = open_sessions(system.web, 100).await;
+    let on_first = system.sessions_on(0);
+    system.bridges[0].signal("TERM");
+    let signalled = Instant::now();
+
+    let web = system.web;
+    let watching = sessions.into_iter().map(|(host, mut ws)| {
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
+                // Not on the stopped bridge: it sees nothing, and still works.
+                Err(_quiet) => {
+                    let answer = round_trip(&mut ws, "sigo").await.expect("still served");
+                    assert_eq!(answer, "SIGO\n");
+                    None
+                }
+                Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                    assert_eq!(frame.code, CloseCode::Away, "{host}");
+                    let closed_after = signalled.elapsed();
+                    // Reconnects through the balancer, to the other bridge.
+                    let mut again = session_from(web, host).await.expect("a new session");
+                    let answer = round_trip(&mut again, "otra vez").await.expect("served");
+                    assert_eq!(answer, "OTRA VEZ\n");
+                    Some(closed_after)
+                }
+                Ok(other) => panic!("127.0.0.{host}: {other:?} instead of a close 1001"),
+            }
+        })
+    });
+    let outcomes = within(
+        PATIENCE,
+        "every session's outcome",
+        futures_util::future::join_all(watching),
+    )
+    .await;
+    let closed: Vec<Duration> = outcomes
+        .into_iter()
+        .filter_map(|outcome| outcome.expect("a session's task"))
+        .collect();
+    assert!(!closed.is_empty(), "no session was on the stopped bridge");
+    for after in &closed {
+        assert!(*after < Duration::from_secs(1), "1001 after {after:?}");
+    }
+    // Every session the stopped bridge had (bar the readiness probe, which
+    // had closed) got its 1001.
+    assert!(
+        closed.len() + 1 >= on_first && closed.len() <= on_first,
+        "{} of {on_first}",
+        closed.len()
+    );
+    assert!(system.bridges[0].wait_exit(PATIENCE).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_servidor_ends_only_its_sessions_and_new_ones_go_to_the_other() {
+    let mut system = system(Kind::Haproxy, &[], "60s").await;
+    let sessions = open_sessions(system.web, 40).await;
+    let on_first = system.servidores[0]
+        .log()
+        .matches("(vía 127.0.0.1:")
+        .count();
+    system.servidores[0].child.start_kill().unwrap();
+
+    let watching = sessions.into_iter().map(|(host, mut ws)| {
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
+                Err(_quiet) => {
+                    let answer = round_trip(&mut ws, "sigo").await.expect("still served");
+                    assert_eq!(answer, "SIGO\n");
+                    false
+                }
+                Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                    assert!(
+                        matches!(frame.code, CloseCode::Normal | CloseCode::Error),
+                        "127.0.0.{host}: {frame:?}"
+                    );
+                    assert!(!frame.reason.is_empty(), "127.0.0.{host}: no reason");
+                    true
+                }
+                Ok(other) => panic!("127.0.0.{host}: {other:?} instead of a close"),
+            }
+        })
+    });
+    let ended = within(
+        PATIENCE,
+        "every session's outcome",
+        futures_util::future::join_all(watching),
+    )
+    .await
+    .into_iter()
+    .filter(|outcome| *outcome.as_ref().expect("a session's task"))
+    .count();
+    // The readiness probe's connection may have been on it, already closed.
+    assert!(
+        ended == on_first || ended + 1 == on_first,
+        "{ended} of {on_first}"
+    );
+
+    let again = open_sessions(system.web, 10).await;
+    assert_eq!(again.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_serves_the_same_and_a_silent_session_outlives_its_read_timeout() {
+    let system = system(Kind::Nginx, &["--ping-interval", "1"], "3s").await;
+    let mut sessions = open_sessions(system.web, 20).await;
+    assert!(system.sessions_on(0) > 0 && system.sessions_on(1) > 0);
+    let logs: String = system.bridges.iter().map(Running::log).collect();
+    assert!(
+        logs.contains("sesión abierta desde 127.0.0.2 (vía 127.0.0.1:"),
+        "{logs}"
+    );
+    let logs: String = system.servidores.iter().map(Running::log).collect();
+    assert!(
+        logs.contains("Conexión desde: 127.0.0.3 (vía 127.0.0.1:"),
+        "{logs}"
+    );
+
+    // Silent for longer than nginx's proxy_read_timeout: the bridge's pings
+    // keep the connection busy, and tungstenite answers them as it reads.
+    let (_, ws) = sessions.first_mut().unwrap();
+    let quiet_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < quiet_until {
+        match tokio::time::timeout_at(quiet_until.into(), ws.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Ping(_)))) => {}
+            Ok(other) => panic!("{other:?} while silent"),
+        }
+    }
+    assert_eq!(round_trip(ws, "aún aquí").await.unwrap(), "AÚN AQUÍ\n");
+}
