@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use harness::*;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -38,6 +39,30 @@ impl Drop for TempDir {
     }
 }
 
+/// One of ChromeDriver's logs, emptied as it is read: `browser` is the
+/// console (`goog:loggingPrefs` asks for it). An extension of
+/// ChromeDriver's, not W3C WebDriver.
+#[derive(Debug)]
+struct GetLog(&'static str);
+
+impl WebDriverCompatibleCommand for GetLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = serde_json::json!({ "type": self.0 }).to_string();
+        (http::Method::POST, Some(body))
+    }
+}
+
 impl Browser {
     async fn start(width: u32, height: u32) -> Browser {
         let port = free_port();
@@ -59,6 +84,9 @@ impl Browser {
                     format!("--user-data-dir={}", profile.0.display()),
                     format!("--window-size={width},{height}"),
                 ]
+            },
+            "goog:loggingPrefs": {
+                "browser": "ALL",
             }
         });
         let capabilities = match capabilities {
@@ -126,6 +154,31 @@ impl Browser {
             .unwrap();
     }
 
+    /// Reads (and so empties) ChromeDriver's `kind` log.
+    async fn log(&self, kind: &'static str) -> Vec<serde_json::Value> {
+        let entries = within(
+            PATIENCE,
+            "ChromeDriver's log",
+            self.client.issue_cmd(GetLog(kind)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ChromeDriver's {kind} log: {e}"));
+        match entries {
+            serde_json::Value::Array(entries) => entries,
+            other => panic!("ChromeDriver's {kind} log is not a list: {other}"),
+        }
+    }
+
+    /// The console's errors since the last call (a failed load counts).
+    async fn console_errors(&self) -> Vec<String> {
+        self.log("browser")
+            .await
+            .into_iter()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.unwrap();
         let folder = repository().join("target/screenshots");
@@ -179,6 +232,9 @@ async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
         })
         .await;
     browser.screenshot("pagina.png").await;
+    // Read last: by now the page and everything it asks for has loaded.
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "errors in the console: {errors:#?}");
     browser.client.close().await.unwrap();
 }
 
@@ -289,6 +345,20 @@ async fn the_page_is_readable_on_a_360_px_phone() {
         .await
         .unwrap();
     assert_eq!(label.as_str(), Some("Mensaje"));
+    // The history is a role=log region, named by its heading, and the
+    // answers land in it.
+    let log = browser
+        .client
+        .execute(
+            "const log = document.querySelector('[role=log]');
+             return [log.contains(document.getElementById('registro')),
+                     document.getElementById(log.getAttribute('aria-labelledby')).textContent,
+                     log.textContent.includes('HOLA DESDE EL MÓVIL')]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(log, serde_json::json!([true, "Registro", true]));
     browser.screenshot("pagina-360.png").await;
     browser.client.close().await.unwrap();
 }
