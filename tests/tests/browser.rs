@@ -5,8 +5,9 @@
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use harness::*;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -38,8 +39,42 @@ impl Drop for TempDir {
     }
 }
 
+/// One of ChromeDriver's logs, emptied as it is read: `browser` (the
+/// console, `goog:loggingPrefs` asks for it) or `performance` (DevTools
+/// events). An extension of ChromeDriver's, not W3C WebDriver.
+#[derive(Debug)]
+struct GetLog(&'static str);
+
+impl WebDriverCompatibleCommand for GetLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = serde_json::json!({ "type": self.0 }).to_string();
+        (http::Method::POST, Some(body))
+    }
+}
+
 impl Browser {
     async fn start(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, false).await
+    }
+
+    /// A browser that also records the page's network events, for
+    /// [`Browser::websockets_created`].
+    async fn start_recording_network(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, true).await
+    }
+
+    async fn launch(width: u32, height: u32, network: bool) -> Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -59,6 +94,10 @@ impl Browser {
                     format!("--user-data-dir={}", profile.0.display()),
                     format!("--window-size={width},{height}"),
                 ]
+            },
+            "goog:loggingPrefs": {
+                "browser": "ALL",
+                "performance": if network { "ALL" } else { "OFF" },
             }
         });
         let capabilities = match capabilities {
@@ -126,6 +165,44 @@ impl Browser {
             .unwrap();
     }
 
+    /// Reads (and so empties) ChromeDriver's `kind` log.
+    async fn log(&self, kind: &'static str) -> Vec<serde_json::Value> {
+        let entries = within(
+            PATIENCE,
+            "ChromeDriver's log",
+            self.client.issue_cmd(GetLog(kind)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ChromeDriver's {kind} log: {e}"));
+        match entries {
+            serde_json::Value::Array(entries) => entries,
+            other => panic!("ChromeDriver's {kind} log is not a list: {other}"),
+        }
+    }
+
+    /// The console's errors since the last call (a failed load counts).
+    async fn console_errors(&self) -> Vec<String> {
+        self.log("browser")
+            .await
+            .into_iter()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// WebSockets the page created since the last call (a browser from
+    /// [`Browser::start_recording_network`]): what the page did, whatever
+    /// the bridge logs.
+    async fn websockets_created(&self) -> usize {
+        self.log("performance")
+            .await
+            .iter()
+            .filter_map(|entry| entry["message"].as_str())
+            .filter_map(|message| serde_json::from_str::<serde_json::Value>(message).ok())
+            .filter(|message| message["message"]["method"] == "Network.webSocketCreated")
+            .count()
+    }
+
     async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.unwrap();
         let folder = repository().join("target/screenshots");
@@ -179,6 +256,9 @@ async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
         })
         .await;
     browser.screenshot("pagina.png").await;
+    // Read last: by now the page and everything it asks for has loaded.
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "errors in the console: {errors:#?}");
     browser.client.close().await.unwrap();
 }
 
@@ -228,6 +308,113 @@ async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
     browser
         .wait_text("registro", "DE NUEVO", |t| {
             t.contains("Recibido del servidor: DE NUEVO")
+        })
+        .await;
+    browser.client.close().await.unwrap();
+}
+
+/// The pause the status line announces, from `… — nuevo intento en 2,0 s`.
+fn announced_pause(status: &str) -> Option<Duration> {
+    let (_, after) = status.split_once("nuevo intento en ")?;
+    let seconds = after.strip_suffix(" s")?.replace(',', ".");
+    seconds.parse().ok().map(Duration::from_secs_f64)
+}
+
+#[test]
+fn the_announced_pause_is_read_with_its_decimal_comma() {
+    let status = "Desconectado (código 1011: no se pudo) — nuevo intento en 12,5 s";
+    assert_eq!(announced_pause(status), Some(Duration::from_millis(12_500)));
+    assert_eq!(announced_pause("Conectando a ws://x/ws…"), None);
+}
+
+/// How long servidor stays down while the page is watched.
+const DOWN_FOR: Duration = Duration::from_secs(15);
+/// The most WebSockets one page may open meanwhile. The old backoff, reset
+/// by every open, opened about 30; this one 6 at most (its shortest pauses,
+/// 0.375 + 0.75 + 1.5 + 3 + 6 s, leave no room for a seventh).
+const MOST_ATTEMPTS: usize = 8;
+/// Slack on the announced pause: the status is polled, and the page, the
+/// bridge and servidor share two busy cores with the test.
+const MARGIN: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_servidor_down_the_page_backs_off_then_returns_within_the_announced_pause() {
+    // The bridge is up, but nothing listens where servidor will come back.
+    let dist = built_page();
+    let target = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let bridge = bridge_to(target, &["--web", dist.to_str().unwrap()]).await;
+    let browser = Browser::start_recording_network(1000, 800).await;
+    let started = Instant::now();
+    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+
+    // Watched for DOWN_FOR, noting each pause the page announces.
+    let mut pauses = Vec::new();
+    let mut last = String::new();
+    while started.elapsed() < DOWN_FOR {
+        let status = browser.text_of("estado").await;
+        if status != last {
+            pauses.extend(announced_pause(&status));
+            last = status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attempts = browser.websockets_created().await;
+    let sessions = bridge.log().matches("sesión abierta").count();
+    eprintln!(
+        "servidor down for {DOWN_FOR:?}: the page created {attempts} WebSockets \
+         (the bridge logged {sessions} sessions); pauses seen: {pauses:?}"
+    );
+    assert!(
+        (2..=MOST_ATTEMPTS).contains(&attempts),
+        "{attempts} WebSockets in {DOWN_FOR:?}"
+    );
+    // The pauses grew: after five or so failures the page waits seconds, not
+    // the half second it starts with.
+    let longest = pauses.iter().max().copied().unwrap_or_default();
+    assert!(longest >= Duration::from_secs(3), "pauses seen: {pauses:?}");
+
+    // servidor comes back where the bridge looks for it.
+    let port = target.port().to_string();
+    let server = Running::start(servidor_exe(), &["--port", &port], &[("RUST_LOG", "info")]).await;
+    let back = Instant::now();
+    // The page is connected when servidor sees the bridge's connection (the
+    // page's «Conectado» alone is no proof: the bridge accepts a WebSocket
+    // before it tries servidor). It must come within the pause announced
+    // once servidor is up; an attempt already under way may still fail and
+    // announce a new one, which then counts.
+    let mut deadline: Option<(Instant, String)> = None;
+    while !server.log().contains("Conexión desde:") {
+        if deadline.is_none() {
+            let status = browser.text_of("estado").await;
+            if let Some(pause) = announced_pause(&status) {
+                deadline = Some((Instant::now() + pause + MARGIN, status));
+            }
+        }
+        match &deadline {
+            Some((deadline, status)) => assert!(
+                Instant::now() < *deadline,
+                "servidor back for {:?}, the page still not connected; it said {status:?}",
+                back.elapsed()
+            ),
+            None => assert!(
+                back.elapsed() < PATIENCE,
+                "servidor back for {PATIENCE:?}: no connection, no pause announced"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reconnected = back.elapsed();
+    eprintln!(
+        "servidor back: the page connected after {reconnected:?}; it had said {:?}",
+        deadline.map(|(_, status)| status)
+    );
+    browser
+        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+        .await;
+    browser.type_message("de vuelta\u{E007}").await;
+    browser
+        .wait_text("registro", "DE VUELTA", |t| {
+            t.contains("Recibido del servidor: DE VUELTA")
         })
         .await;
     browser.client.close().await.unwrap();
@@ -289,6 +476,20 @@ async fn the_page_is_readable_on_a_360_px_phone() {
         .await
         .unwrap();
     assert_eq!(label.as_str(), Some("Mensaje"));
+    // The history is a role=log region, named by its heading, and the
+    // answers land in it.
+    let log = browser
+        .client
+        .execute(
+            "const log = document.querySelector('[role=log]');
+             return [log.contains(document.getElementById('registro')),
+                     document.getElementById(log.getAttribute('aria-labelledby')).textContent,
+                     log.textContent.includes('HOLA DESDE EL MÓVIL')]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(log, serde_json::json!([true, "Registro", true]));
     browser.screenshot("pagina-360.png").await;
     browser.client.close().await.unwrap();
 }

@@ -189,7 +189,7 @@ fn closed(shared: &Shared, event: CloseEvent) {
     }
     status.push(')');
     if app.wanted {
-        let delay = app.backoff.next_delay_ms();
+        let delay = app.backoff.closed(now_ms(), js_sys::Math::random());
         let seconds = format!("{:.1}", f64::from(delay) / 1000.0).replace('.', ",");
         status.push_str(&format!(" — nuevo intento en {seconds} s"));
         schedule_retry(&mut app, shared, delay);
@@ -260,7 +260,9 @@ impl App {
     }
 
     fn opened(&mut self) {
-        self.backoff.reset();
+        // Not a reset yet: when servidor is down the bridge accepts the
+        // WebSocket and closes it at once (see crate::backoff).
+        self.backoff.opened(now_ms());
         let url = self.url.clone().unwrap_or_default();
         self.page
             .set_status(State::Connected, &format!("Conectado a {url}"));
@@ -310,6 +312,8 @@ impl App {
     }
 
     fn received(&mut self, event: MessageEvent) {
+        // Data comes only from servidor: the connection is useful.
+        self.backoff.answered();
         let data = event.data();
         let bytes = match data.as_string() {
             Some(text) => text.into_bytes(),
