@@ -2,6 +2,7 @@
 //! reason, so that the log line and the Close frame always agree and no
 //! other place makes up a reason.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -84,7 +85,7 @@ impl Ending {
         };
         Some(CloseFrame {
             code,
-            reason: fit_close_reason(&self.reason()).to_owned().into(),
+            reason: fit_close_reason(&self.reason()).into_owned().into(),
         })
     }
 
@@ -161,17 +162,27 @@ impl fmt::Display for Ending {
     }
 }
 
-/// A close reason may be at most 123 bytes: cut on a character boundary.
-pub fn fit_close_reason(reason: &str) -> &str {
+/// A close reason may be at most 123 bytes: a longer one is cut after its
+/// last whole word that fits, and ends in «…».
+pub fn fit_close_reason(reason: &str) -> Cow<'_, str> {
     const MAX: usize = 123;
+    const ELLIPSIS: &str = "…";
     if reason.len() <= MAX {
-        return reason;
+        return Cow::Borrowed(reason);
     }
-    let mut end = MAX;
+    let mut end = MAX - ELLIPSIS.len();
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    &reason[..end]
+    let kept = match reason[..end].rfind(' ') {
+        // Not too short a reason for a word boundary to be worth it.
+        Some(space) if space > MAX / 2 => &reason[..space],
+        _ => &reason[..end],
+    };
+    Cow::Owned(format!(
+        "{}{ELLIPSIS}",
+        kept.trim_end_matches([' ', ',', ':'])
+    ))
 }
 
 #[cfg(test)]
@@ -183,8 +194,15 @@ mod tests {
         let long = "ñ".repeat(100);
         let fitted = fit_close_reason(&long);
         assert!(fitted.len() <= 123);
-        assert_eq!(fitted.len(), 122);
+        assert!(fitted.ends_with("ñ…"), "{fitted}");
         assert_eq!(fit_close_reason("corto"), "corto");
+        let words = "no se pudo conectar con el servidor 127.0.0.1:5000: conexión rechazada \
+                     (error del sistema 111, nadie escucha en ese puerto)";
+        let fitted = fit_close_reason(words);
+        assert!(fitted.len() <= 123, "{}", fitted.len());
+        let kept = fitted.strip_suffix('…').expect("an ellipsis");
+        assert!(words.starts_with(kept), "{fitted}");
+        assert_eq!(words.as_bytes()[kept.len()], b' ', "cut mid-word: {fitted}");
         let ending = Ending::ProtocolViolation("x".repeat(500));
         let frame = ending.close_frame().expect("a close frame");
         assert!(frame.reason.len() <= 123);
