@@ -76,6 +76,17 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// `ws://` to a bridge that answers with TLS, or `wss://` to one that
+    /// answers without it.
+    #[error("el puente respondió {}: use {suggested} en lugar de {url}", if *.bridge_tls { "con TLS" } else { "sin TLS" })]
+    WrongScheme {
+        /// The URL as given.
+        url: String,
+        /// The same URL with the other scheme.
+        suggested: String,
+        /// Whether the bridge spoke TLS.
+        bridge_tls: bool,
+    },
     /// A certificate given with `--ca-cert` could not be used.
     #[error("no se pudo usar el certificado {}: {reason}", .path.display())]
     Certificate {

@@ -1,15 +1,20 @@
 //! `cliente --url`: the same conversation over WebSocket, through `bridge`
 //! (`ws://`, or `wss://` for a bridge with TLS).
 
+use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -20,7 +25,7 @@ use crate::client::{ClientError, Link};
 
 /// A WebSocket session with the bridge.
 pub struct WebSocketLink {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<MaybeTlsStream<FirstByte<TcpStream>>>,
 }
 
 impl Link for WebSocketLink {
@@ -81,15 +86,51 @@ pub async fn connect_url(
     ca_cert: Option<&Path>,
     within: Duration,
 ) -> Result<WebSocketLink, ClientError> {
-    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        return Err(ClientError::BadUrl(url.to_string()));
+    let bad_url = || ClientError::BadUrl(url.to_string());
+    let secure = url.starts_with("wss://");
+    if !(secure || url.starts_with("ws://")) {
+        return Err(bad_url());
     }
+    let request = url.into_client_request().map_err(|_| bad_url())?;
+    // rustls wants an IPv6 address without the URL's brackets.
+    let host = request
+        .uri()
+        .host()
+        .map(|host| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .ok_or_else(bad_url)?;
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
     let connector = Connector::Rustls(tls_config(ca_cert)?);
-    let connecting =
-        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
+    let connecting = async {
+        let socket = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: url.to_string(),
+                source,
+            })?;
+        // Each message is one small write; do not let Nagle hold it.
+        socket.set_nodelay(true).map_err(ClientError::Connection)?;
+        let first_byte = Arc::new(OnceLock::new());
+        let socket = FirstByte {
+            inner: socket,
+            seen: Arc::clone(&first_byte),
+        };
+        let opened =
+            tokio_tungstenite::client_async_tls_with_config(request, socket, None, Some(connector))
+                .await;
+        match opened {
+            Ok((ws, _response)) => Ok(WebSocketLink { ws }),
+            Err(error) => Err(handshake_error(url, first_byte.get().copied(), error)),
+        }
+    };
     match timeout(within, connecting).await {
-        Ok(Ok((ws, _response))) => Ok(WebSocketLink { ws }),
-        Ok(Err(error)) => Err(handshake_error(url, error)),
+        Ok(outcome) => outcome,
         Err(_elapsed) => Err(ClientError::ConnectTimeout {
             addr: url.to_string(),
             after: within,
@@ -131,7 +172,85 @@ fn tls_config(ca_cert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Clien
     Ok(Arc::new(config))
 }
 
-fn handshake_error(url: &str, error: WsError) -> ClientError {
+/// A socket that keeps the first byte the bridge sent. When the handshake
+/// fails, that byte tells what the bridge speaks, which the errors do not:
+/// a TLS record starts with 0x15 (alert) or 0x16 (handshake), where httparse
+/// only says "invalid HTTP version"; an HTTP answer starts with `H`, where
+/// rustls only says "corrupt message".
+struct FirstByte<S> {
+    inner: S,
+    seen: Arc<OnceLock<u8>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.seen.get().is_none() {
+            if let Some(&byte) = buf.filled().get(before) {
+                let _ = self.seen.set(byte);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A TLS alert record's first byte: rustls answers an HTTP request with one.
+const TLS_ALERT: u8 = 0x15;
+/// A TLS handshake record's first byte (a server's hello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Why opening the session at `url` failed, given the first byte the bridge
+/// sent, if any.
+fn handshake_error(url: &str, first_byte: Option<u8>, error: WsError) -> ClientError {
+    let wrong_scheme = |bridge_tls: bool, from: &str, to: &str| ClientError::WrongScheme {
+        url: url.to_string(),
+        suggested: url.replacen(from, to, 1),
+        bridge_tls,
+    };
+    let secure = url.starts_with("wss://");
+    if !secure && matches!(first_byte, Some(TLS_ALERT | TLS_HANDSHAKE)) {
+        return wrong_scheme(true, "ws://", "wss://");
+    }
+    if secure && first_byte == Some(b'H') && matches!(error, WsError::Io(_)) {
+        // The answer to our TLS hello began like `HTTP/1.1 400`: the bridge
+        // speaks plain HTTP, and no certificate was ever involved.
+        return wrong_scheme(false, "wss://", "ws://");
+    }
     match error {
         WsError::Io(source) => match tls_problem(&source) {
             Some(reason) => ClientError::Handshake {
@@ -161,7 +280,7 @@ fn handshake_error(url: &str, error: WsError) -> ClientError {
 }
 
 /// rustls reports a refused certificate as an io error wrapping its own.
-fn tls_problem(error: &std::io::Error) -> Option<String> {
+fn tls_problem(error: &io::Error) -> Option<String> {
     let tls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
     Some(match tls {
         rustls::Error::InvalidCertificate(problem) => format!(
