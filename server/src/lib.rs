@@ -6,6 +6,7 @@
 //! - [`accept`]: accepting within a limit, retrying on errors;
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
 //! - [`websocket_link`]: the same conversation through the bridge;
+//! - [`wss`]: which bridge certificates `wss://` accepts, and why not;
 //! - [`console`]: how the binaries speak to the terminal (logs, previews).
 
 pub mod accept;
@@ -16,3 +17,4 @@ pub mod shutdown;
 pub mod upcase;
 pub mod utf8_stream;
 pub mod websocket_link;
+pub mod wss;

@@ -9,8 +9,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -22,6 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::client::{ClientError, Link};
+use crate::wss::{self, CertificateProblem};
 
 /// A WebSocket session with the bridge.
 pub struct WebSocketLink {
@@ -80,7 +79,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens a WebSocket session at `url` (`ws://` or `wss://`), waiting at most
 /// `within`. For `wss://`, the usual public roots are trusted, plus the PEM
-/// certificates in `ca_cert` (a demo's self-signed certificate, say).
+/// certificates in `ca_cert` (a demo's self-signed certificate, say), which
+/// are also accepted as they are when the bridge presents one of them.
 pub async fn connect_url(
     url: &str,
     ca_cert: Option<&Path>,
@@ -106,7 +106,7 @@ pub async fn connect_url(
         .uri()
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
-    let connector = Connector::Rustls(tls_config(ca_cert)?);
+    let connector = Connector::Rustls(wss::client_config(ca_cert)?);
     let connecting = async {
         let socket = TcpStream::connect((host.as_str(), port))
             .await
@@ -126,7 +126,13 @@ pub async fn connect_url(
                 .await;
         match opened {
             Ok((ws, _response)) => Ok(WebSocketLink { ws }),
-            Err(error) => Err(handshake_error(url, first_byte.get().copied(), error)),
+            Err(error) => Err(handshake_error(
+                url,
+                &host,
+                ca_cert,
+                first_byte.get().copied(),
+                error,
+            )),
         }
     };
     match timeout(within, connecting).await {
@@ -136,40 +142,6 @@ pub async fn connect_url(
             after: within,
         }),
     }
-}
-
-fn tls_config(ca_cert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_cert {
-        let unreadable = |reason: String| ClientError::Certificate {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let certificates = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|error| unreadable(error.to_string()))?;
-        if certificates.is_empty() {
-            return Err(unreadable(String::from(
-                "no contiene ningún certificado PEM",
-            )));
-        }
-        for certificate in certificates {
-            roots
-                .add(certificate)
-                .map_err(|error| unreadable(error.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| ClientError::Handshake {
-            url: String::new(),
-            reason: error.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// A socket that keeps the first byte the bridge sent. When the handshake
@@ -234,9 +206,15 @@ const TLS_ALERT: u8 = 0x15;
 /// A TLS handshake record's first byte (a server's hello).
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Why opening the session at `url` failed, given the first byte the bridge
-/// sent, if any.
-fn handshake_error(url: &str, first_byte: Option<u8>, error: WsError) -> ClientError {
+/// Why opening the session at `url` (whose host is `host`) failed, given
+/// the first byte the bridge sent, if any.
+fn handshake_error(
+    url: &str,
+    host: &str,
+    ca_cert: Option<&Path>,
+    first_byte: Option<u8>,
+    error: WsError,
+) -> ClientError {
     let wrong_scheme = |bridge_tls: bool, from: &str, to: &str| ClientError::WrongScheme {
         url: url.to_string(),
         suggested: url.replacen(from, to, 1),
@@ -253,9 +231,13 @@ fn handshake_error(url: &str, first_byte: Option<u8>, error: WsError) -> ClientE
     }
     match error {
         WsError::Io(source) => match tls_problem(&source) {
-            Some(reason) => ClientError::Handshake {
+            Some(rustls::Error::InvalidCertificate(problem)) => ClientError::BridgeCertificate {
                 url: url.to_string(),
-                reason,
+                problem: CertificateProblem::from_rustls(problem, host, ca_cert),
+            },
+            Some(other) => ClientError::Handshake {
+                url: url.to_string(),
+                reason: format!("error de TLS: {other}"),
             },
             None => ClientError::Connect {
                 addr: url.to_string(),
@@ -279,16 +261,9 @@ fn handshake_error(url: &str, first_byte: Option<u8>, error: WsError) -> ClientE
     }
 }
 
-/// rustls reports a refused certificate as an io error wrapping its own.
-fn tls_problem(error: &io::Error) -> Option<String> {
-    let tls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(match tls {
-        rustls::Error::InvalidCertificate(problem) => format!(
-            "el certificado del puente no es válido o no es de confianza ({problem:?}); \
-             si es propio, indíquelo con --ca-cert FICHERO"
-        ),
-        other => format!("error de TLS: {other}"),
-    })
+/// rustls reports a failed handshake as an io error wrapping its own.
+fn tls_problem(error: &io::Error) -> Option<&rustls::Error> {
+    error.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 fn session_error(error: WsError) -> ClientError {
