@@ -76,6 +76,28 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The bridge's certificate was refused.
+    #[error("no se pudo abrir el WebSocket {url}: {problem}")]
+    BridgeCertificate {
+        /// The URL.
+        url: String,
+        /// Why.
+        problem: crate::wss::CertificateProblem,
+    },
+    /// `ws://` to a bridge that answers with TLS, or `wss://` to one that
+    /// answers without it.
+    #[error("el puente respondió {}: use {suggested} en lugar de {url}", if *.bridge_tls { "con TLS" } else { "sin TLS" })]
+    WrongScheme {
+        /// The URL as given.
+        url: String,
+        /// The same URL with the other scheme.
+        suggested: String,
+        /// Whether the bridge spoke TLS.
+        bridge_tls: bool,
+    },
+    /// The TLS settings could not be built.
+    #[error("no se pudo preparar TLS: {0}")]
+    Tls(String),
     /// A certificate given with `--ca-cert` could not be used.
     #[error("no se pudo usar el certificado {}: {reason}", .path.display())]
     Certificate {

@@ -7,6 +7,7 @@
 //! - [`proxy_protocol`]: the client's real address behind a load balancer;
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
 //! - [`websocket_link`]: the same conversation through the bridge;
+//! - [`wss`]: which bridge certificates `wss://` accepts, and why not;
 //! - [`console`]: how the binaries speak to the terminal (logs, previews).
 
 pub mod accept;
@@ -18,3 +19,4 @@ pub mod shutdown;
 pub mod upcase;
 pub mod utf8_stream;
 pub mod websocket_link;
+pub mod wss;

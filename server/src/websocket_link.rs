@@ -1,15 +1,18 @@
 //! `cliente --url`: the same conversation over WebSocket, through `bridge`
 //! (`ws://`, or `wss://` for a bridge with TLS).
 
+use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -17,10 +20,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::client::{ClientError, Link};
+use crate::wss::{self, CertificateProblem};
 
 /// A WebSocket session with the bridge.
 pub struct WebSocketLink {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<MaybeTlsStream<FirstByte<TcpStream>>>,
 }
 
 impl Link for WebSocketLink {
@@ -75,21 +79,64 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens a WebSocket session at `url` (`ws://` or `wss://`), waiting at most
 /// `within`. For `wss://`, the usual public roots are trusted, plus the PEM
-/// certificates in `ca_cert` (a demo's self-signed certificate, say).
+/// certificates in `ca_cert` (a demo's self-signed certificate, say), which
+/// are also accepted as they are when the bridge presents one of them.
 pub async fn connect_url(
     url: &str,
     ca_cert: Option<&Path>,
     within: Duration,
 ) -> Result<WebSocketLink, ClientError> {
-    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        return Err(ClientError::BadUrl(url.to_string()));
+    let bad_url = || ClientError::BadUrl(url.to_string());
+    let secure = url.starts_with("wss://");
+    if !(secure || url.starts_with("ws://")) {
+        return Err(bad_url());
     }
-    let connector = Connector::Rustls(tls_config(ca_cert)?);
-    let connecting =
-        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
+    let request = url.into_client_request().map_err(|_| bad_url())?;
+    // rustls wants an IPv6 address without the URL's brackets.
+    let host = request
+        .uri()
+        .host()
+        .map(|host| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .ok_or_else(bad_url)?;
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
+    let connector = Connector::Rustls(wss::client_config(ca_cert)?);
+    let connecting = async {
+        let socket = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: url.to_string(),
+                source,
+            })?;
+        // Each message is one small write; do not let Nagle hold it.
+        socket.set_nodelay(true).map_err(ClientError::Connection)?;
+        let first_byte = Arc::new(OnceLock::new());
+        let socket = FirstByte {
+            inner: socket,
+            seen: Arc::clone(&first_byte),
+        };
+        let opened =
+            tokio_tungstenite::client_async_tls_with_config(request, socket, None, Some(connector))
+                .await;
+        match opened {
+            Ok((ws, _response)) => Ok(WebSocketLink { ws }),
+            Err(error) => Err(handshake_error(
+                url,
+                &host,
+                ca_cert,
+                first_byte.get().copied(),
+                error,
+            )),
+        }
+    };
     match timeout(within, connecting).await {
-        Ok(Ok((ws, _response))) => Ok(WebSocketLink { ws }),
-        Ok(Err(error)) => Err(handshake_error(url, error)),
+        Ok(outcome) => outcome,
         Err(_elapsed) => Err(ClientError::ConnectTimeout {
             addr: url.to_string(),
             after: within,
@@ -97,46 +144,100 @@ pub async fn connect_url(
     }
 }
 
-fn tls_config(ca_cert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_cert {
-        let unreadable = |reason: String| ClientError::Certificate {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let certificates = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|error| unreadable(error.to_string()))?;
-        if certificates.is_empty() {
-            return Err(unreadable(String::from(
-                "no contiene ningún certificado PEM",
-            )));
-        }
-        for certificate in certificates {
-            roots
-                .add(certificate)
-                .map_err(|error| unreadable(error.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| ClientError::Handshake {
-            url: String::new(),
-            reason: error.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+/// A socket that keeps the first byte the bridge sent. When the handshake
+/// fails, that byte tells what the bridge speaks, which the errors do not:
+/// a TLS record starts with 0x15 (alert) or 0x16 (handshake), where httparse
+/// only says "invalid HTTP version"; an HTTP answer starts with `H`, where
+/// rustls only says "corrupt message".
+struct FirstByte<S> {
+    inner: S,
+    seen: Arc<OnceLock<u8>>,
 }
 
-fn handshake_error(url: &str, error: WsError) -> ClientError {
+impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.seen.get().is_none() {
+            if let Some(&byte) = buf.filled().get(before) {
+                let _ = self.seen.set(byte);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A TLS alert record's first byte: rustls answers an HTTP request with one.
+const TLS_ALERT: u8 = 0x15;
+/// A TLS handshake record's first byte (a server's hello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Why opening the session at `url` (whose host is `host`) failed, given
+/// the first byte the bridge sent, if any.
+fn handshake_error(
+    url: &str,
+    host: &str,
+    ca_cert: Option<&Path>,
+    first_byte: Option<u8>,
+    error: WsError,
+) -> ClientError {
+    let wrong_scheme = |bridge_tls: bool, from: &str, to: &str| ClientError::WrongScheme {
+        url: url.to_string(),
+        suggested: url.replacen(from, to, 1),
+        bridge_tls,
+    };
+    let secure = url.starts_with("wss://");
+    if !secure && matches!(first_byte, Some(TLS_ALERT | TLS_HANDSHAKE)) {
+        return wrong_scheme(true, "ws://", "wss://");
+    }
+    if secure && first_byte == Some(b'H') && matches!(error, WsError::Io(_)) {
+        // The answer to our TLS hello began like `HTTP/1.1 400`: the bridge
+        // speaks plain HTTP, and no certificate was ever involved.
+        return wrong_scheme(false, "wss://", "ws://");
+    }
     match error {
         WsError::Io(source) => match tls_problem(&source) {
-            Some(reason) => ClientError::Handshake {
+            Some(rustls::Error::InvalidCertificate(problem)) => ClientError::BridgeCertificate {
                 url: url.to_string(),
-                reason,
+                problem: CertificateProblem::from_rustls(problem, host, ca_cert),
+            },
+            Some(other) => ClientError::Handshake {
+                url: url.to_string(),
+                reason: format!("error de TLS: {other}"),
             },
             None => ClientError::Connect {
                 addr: url.to_string(),
@@ -160,16 +261,9 @@ fn handshake_error(url: &str, error: WsError) -> ClientError {
     }
 }
 
-/// rustls reports a refused certificate as an io error wrapping its own.
-fn tls_problem(error: &std::io::Error) -> Option<String> {
-    let tls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(match tls {
-        rustls::Error::InvalidCertificate(problem) => format!(
-            "el certificado del puente no es válido o no es de confianza ({problem:?}); \
-             si es propio, indíquelo con --ca-cert FICHERO"
-        ),
-        other => format!("error de TLS: {other}"),
-    })
+/// rustls reports a failed handshake as an io error wrapping its own.
+fn tls_problem(error: &io::Error) -> Option<&rustls::Error> {
+    error.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 fn session_error(error: WsError) -> ClientError {

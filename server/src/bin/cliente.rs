@@ -53,7 +53,9 @@ struct Args {
     url: Option<String>,
 
     /// Certificado PEM en el que confiar además de los públicos, para wss://
-    /// con un certificado propio.
+    /// con un certificado propio; si el puente presenta ese mismo
+    /// certificado, se acepta tal cual (p. ej. el autofirmado de
+    /// «openssl req -x509 …»).
     #[arg(long, value_name = "FICHERO", requires = "url")]
     ca_cert: Option<PathBuf>,
 
