@@ -47,9 +47,9 @@ impl Config {
     pub const DRAIN_SECS: u64 = 5;
     /// The WebSocket read buffer each session starts with. tungstenite
     /// zeroes its free part before every read, and every session holds it:
-    /// 4 KiB keeps both small (a bigger message only takes more reads). See
+    /// 1 KiB keeps both small (a bigger message only takes more reads). See
     /// BENCHMARKS.md.
-    pub const READ_BUFFER: usize = 4 * 1024;
+    pub const READ_BUFFER: usize = 1024;
 
     /// A bridge to `target` with every other setting at its default.
     pub fn for_target(target: impl Into<String>) -> Self {

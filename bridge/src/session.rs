@@ -179,34 +179,43 @@ type FromClient<S> = SplitStream<WebSocketStream<S>>;
 /// `client` is who the session is for (behind a trusted proxy, the real
 /// client), and `local` the bridge's address it connected to: both are
 /// announced to the target with `--send-proxy`.
-pub async fn run<S>(
+///
+/// Not an `async fn`: the WebSocket is split before the future is made, so
+/// the future holds only the two halves, not the whole stream as well (an
+/// async fn keeps its arguments for its whole life: 300 bytes a session).
+pub fn run<S>(
     ws: WebSocketStream<S>,
     id: u64,
     client: ClientAddress,
     local: SocketAddr,
     config: Arc<SessionConfig>,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    info!(
-        "[ws#{id}] sesión abierta desde {client} hacia {}",
-        config.target
-    );
-    let traffic = Traffic::default();
+    let (to_client, from_client) = ws.split();
     let announce = config
         .send_proxy
         .then(|| proxy_protocol::v2_header(client.client, local));
-    let ending = bridge(ws, &config, announce, &traffic, &shutdown).await;
-    info!(
-        "[ws#{id}] sesión cerrada: {ending} ({} bytes hacia el servidor, {} hacia el cliente)",
-        traffic.up(),
-        traffic.down()
-    );
+    async move {
+        info!(
+            "[ws#{id}] sesión abierta desde {client} hacia {}",
+            config.target
+        );
+        let traffic = Traffic::default();
+        let halves = (to_client, from_client);
+        let ending = bridge(halves, &config, announce, &traffic, &shutdown).await;
+        info!(
+            "[ws#{id}] sesión cerrada: {ending} ({} bytes hacia el servidor, {} hacia el cliente)",
+            traffic.up(),
+            traffic.down()
+        );
+    }
 }
 
 async fn bridge<S>(
-    ws: WebSocketStream<S>,
+    (mut to_client, mut from_client): (ToClient<S>, FromClient<S>),
     config: &SessionConfig,
     announce: Option<Vec<u8>>,
     traffic: &Traffic,
@@ -215,11 +224,10 @@ async fn bridge<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut to_client, mut from_client) = ws.split();
     let connected = tokio::select! {
         biased;
         () = shutdown.cancelled() => Err(Ending::Stopping),
-        connected = connect(config, announce) => connected,
+        connected = Box::pin(connect(config, announce)) => connected,
     };
     let ending = match connected {
         Ok(target) => {
@@ -313,7 +321,9 @@ where
             stop = &mut up => match stop {
                 Stop::Now(ending) => ending,
                 Stop::AfterTarget(ending) => {
-                    deliver_rest(down, ending, self.config.close_grace, shutdown).await
+                    // Rare: boxed, so that every session's future does not
+                    // carry its timer.
+                    Box::pin(deliver_rest(down, ending, self.config.close_grace, shutdown)).await
                 }
             },
         }
@@ -382,4 +392,33 @@ async fn close<S>(
     })
     .await;
     debug!("respuesta del cliente al cierre: {answered:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of_val;
+
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+
+    /// Every open session holds its future, whatever it is doing: see
+    /// BENCHMARKS.md for where each part of a session's memory goes.
+    #[tokio::test]
+    async fn a_sessions_future_stays_under_2_kib() {
+        let (near, _far) = tokio::io::duplex(64);
+        let config = crate::config::websocket_config(SessionConfig::MAX_MESSAGE);
+        let ws = WebSocketStream::from_raw_socket(near, Role::Server, Some(config)).await;
+        let session = run(
+            ws,
+            1,
+            ClientAddress::direct("127.0.0.1:1".parse().unwrap()),
+            "127.0.0.1:2".parse().unwrap(),
+            Arc::new(SessionConfig::for_target("127.0.0.1:5000")),
+            CancellationToken::new(),
+        );
+        let size = size_of_val(&session);
+        eprintln!("a session's future: {size} bytes");
+        assert!(size <= 2048, "{size} bytes");
+    }
 }

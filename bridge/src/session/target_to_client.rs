@@ -6,8 +6,9 @@
 //! Close: the session does, once both pumps have stopped, so that whatever
 //! ends the session, the Close is the last frame out.
 
+use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 
 use futures_util::stream::SplitSink;
@@ -118,11 +119,17 @@ async fn send<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match timeout(config.write_timeout, to_client.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(Ending::ClientFailed(error.to_string())),
-        Err(_elapsed) => Err(Ending::ClientStalled(config.write_timeout)),
-    }
+    let mut sending = pin!(to_client.send(message));
+    // Most sends finish at once. Only one that has to wait gets a timer,
+    // boxed: it costs a session nothing while it is idle.
+    let sent = match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
+        Poll::Ready(sent) => sent,
+        Poll::Pending => match Box::pin(timeout(config.write_timeout, sending)).await {
+            Ok(sent) => sent,
+            Err(_elapsed) => return Err(Ending::ClientStalled(config.write_timeout)),
+        },
+    };
+    sent.map_err(|error| Ending::ClientFailed(error.to_string()))
 }
 
 fn target_lost(config: &SessionConfig, error: io::Error) -> Ending {
