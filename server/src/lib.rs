@@ -6,11 +6,13 @@
 //! - [`accept`]: accepting within a limit, retrying on errors;
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
 //! - [`websocket_link`]: the same conversation through the bridge;
-//! - [`console`]: how the binaries speak to the terminal (logs, previews).
+//! - [`console`]: how the binaries speak to the terminal (logs, previews);
+//! - [`metrics`]: the Prometheus metrics both binaries serve on `--metrics`.
 
 pub mod accept;
 pub mod client;
 pub mod console;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod upcase;
