@@ -3,11 +3,13 @@
 //! behind `--listen`, `--target` and origins.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::metrics::BridgeMetrics;
 use crate::origin::OriginPolicy;
 use crate::session::SessionConfig;
 
@@ -32,6 +34,8 @@ pub struct Config {
     /// After the stop is asked for, how long sessions have to close before
     /// [`crate::serve`] returns anyway.
     pub drain: Duration,
+    /// What is counted for `--metrics` (no-ops by default).
+    pub metrics: Arc<BridgeMetrics>,
 }
 
 impl Config {
@@ -58,6 +62,7 @@ impl Config {
             tls: None,
             handshake_timeout: Duration::from_secs(Self::HANDSHAKE_TIMEOUT_SECS),
             drain: Duration::from_secs(Self::DRAIN_SECS),
+            metrics: Arc::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use mayusculas::console::describe_io;
 
 use crate::config::Config;
+use crate::metrics::{BridgeMetrics, Refusal};
 use crate::origin::OriginPolicy;
 use crate::session::{self, SessionConfig};
 
@@ -53,6 +54,8 @@ pub struct App {
     /// Cancelled when the bridge stops: sessions close with 1001, and new
     /// upgrades and health checks get 503.
     pub shutdown: CancellationToken,
+    /// What is counted for `--metrics`.
+    pub metrics: Arc<BridgeMetrics>,
     next_id: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl App {
             web: config.web.clone(),
             tracker: TaskTracker::new(),
             shutdown,
+            metrics: Arc::clone(&config.metrics),
             next_id: AtomicU64::new(1),
         }
     }
@@ -87,11 +91,21 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ws", get(upgrade))
         .route("/healthz", get(health));
     let router = match &app.web {
-        Some(dir) => router.fallback_service(
-            tower::ServiceBuilder::new()
-                .layer(CompressionLayer::new())
-                .service(ServeDir::new(dir)),
-        ),
+        Some(dir) => {
+            let metrics = Arc::clone(&app.metrics);
+            router.fallback_service(
+                tower::ServiceBuilder::new()
+                    .map_response(move |response: Response<_>| {
+                        let status = response.status();
+                        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                            metrics.static_file_served();
+                        }
+                        response
+                    })
+                    .layer(CompressionLayer::new())
+                    .service(ServeDir::new(dir)),
+            )
+        }
         None => router.fallback(no_page),
     };
     router.with_state(app)
@@ -120,9 +134,13 @@ async fn upgrade(
     // Sec-WebSocket-Version and the key, and derives the accept key.
     let switching = match create_response_with_body(&request, Body::empty) {
         Ok(response) => response,
-        Err(refused) => return refused_upgrade(&refused),
+        Err(refused) => {
+            app.metrics.refused(Refusal::BadRequest);
+            return refused_upgrade(&refused);
+        }
     };
     if app.shutdown.is_cancelled() {
+        app.metrics.refused(Refusal::Stopping);
         return stopping();
     }
     let headers = request.headers();
@@ -130,6 +148,7 @@ async fn upgrade(
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
     let verdict = app.origins.check(origin, host, connection.tls);
     if !verdict.accepted() {
+        app.metrics.refused(Refusal::Origin);
         let origin = origin.unwrap_or_default();
         info!(
             "origen rechazado: {origin} (desde {}); admítalo con --allow-origin",
@@ -142,6 +161,7 @@ async fn upgrade(
     }
 
     let Ok(permit) = Arc::clone(&app.sessions).try_acquire_owned() else {
+        app.metrics.refused(Refusal::Limit);
         warn!(
             "sesión rechazada desde {}: se alcanzó el máximo de sesiones",
             connection.peer
@@ -152,6 +172,7 @@ async fn upgrade(
         );
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        app.metrics.refused(Refusal::BadRequest);
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "esta conexión no se puede convertir en WebSocket",
@@ -189,6 +210,7 @@ fn spawn_session(
                     // Its own node: waiting on it takes no lock that other
                     // sessions take too.
                     app.shutdown.child_token(),
+                    &app.metrics,
                 )
                 .await;
             }

@@ -44,6 +44,7 @@ use tracing::{debug, info};
 use self::client_to_target::Stop;
 pub use self::ending::{fit_close_reason, Ending};
 use crate::framing::Kind;
+use crate::metrics::BridgeMetrics;
 
 /// How sessions behave; shared by all of them.
 #[derive(Debug, Clone)]
@@ -94,20 +95,32 @@ impl SessionConfig {
     }
 }
 
-/// Bytes each way, for the session's closing log line.
-#[derive(Debug, Default)]
-pub struct Traffic {
+/// Bytes each way, for the session's closing log line, and each message
+/// counted in the bridge's metrics too.
+#[derive(Debug)]
+pub struct Traffic<'a> {
     up: AtomicU64,
     down: AtomicU64,
+    metrics: &'a BridgeMetrics,
 }
 
-impl Traffic {
-    fn add_up(&self, bytes: usize) {
-        self.up.fetch_add(bytes as u64, Ordering::Relaxed);
+impl<'a> Traffic<'a> {
+    fn new(metrics: &'a BridgeMetrics) -> Self {
+        Self {
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            metrics,
+        }
     }
 
-    fn add_down(&self, bytes: usize) {
+    fn add_up(&self, kind: Kind, bytes: usize) {
+        self.up.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.metrics.to_target(kind, bytes);
+    }
+
+    fn add_down(&self, kind: Kind, bytes: usize) {
         self.down.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.metrics.to_client(kind, bytes);
     }
 
     /// Bytes from the client to the target.
@@ -168,22 +181,26 @@ impl Shared {
 type ToClient<S> = SplitSink<WebSocketStream<S>, Message>;
 type FromClient<S> = SplitStream<WebSocketStream<S>>;
 
-/// Runs one session to its end over an accepted WebSocket.
+/// Runs one session to its end over an accepted WebSocket, counting it
+/// in `metrics` from its start (the upgrade succeeded) to its ending.
 pub async fn run<S>(
     ws: WebSocketStream<S>,
     id: u64,
     peer: SocketAddr,
     config: Arc<SessionConfig>,
     shutdown: CancellationToken,
+    metrics: &BridgeMetrics,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let _open = metrics.session_started();
     info!(
         "[ws#{id}] sesión abierta desde {peer} hacia {}",
         config.target
     );
-    let traffic = Traffic::default();
+    let traffic = Traffic::new(metrics);
     let ending = bridge(ws, &config, &traffic, &shutdown).await;
+    metrics.session_ended(&ending);
     info!(
         "[ws#{id}] sesión cerrada: {ending} ({} bytes hacia el servidor, {} hacia el cliente)",
         traffic.up(),
@@ -194,7 +211,7 @@ pub async fn run<S>(
 async fn bridge<S>(
     ws: WebSocketStream<S>,
     config: &SessionConfig,
-    traffic: &Traffic,
+    traffic: &Traffic<'_>,
     shutdown: &CancellationToken,
 ) -> Ending
 where
@@ -204,7 +221,7 @@ where
     let connected = tokio::select! {
         biased;
         () = shutdown.cancelled() => Err(Ending::Stopping),
-        connected = connect(config) => connected,
+        connected = connect(config, traffic.metrics) => connected,
     };
     let ending = match connected {
         Ok(target) => {
@@ -228,9 +245,11 @@ where
     ending
 }
 
-async fn connect(config: &SessionConfig) -> Result<TcpStream, Ending> {
+async fn connect(config: &SessionConfig, metrics: &BridgeMetrics) -> Result<TcpStream, Ending> {
+    let started = Instant::now();
     match timeout(config.connect_timeout, TcpStream::connect(&config.target)).await {
         Ok(Ok(target)) => {
+            metrics.target_connected(started.elapsed());
             // Answers are small writes: Nagle must not hold them. Failing
             // to set it costs latency only, so it is not worth a session.
             if let Err(error) = target.set_nodelay(true) {
@@ -255,7 +274,7 @@ struct Pumps<'a, S> {
     to_client: &'a mut ToClient<S>,
     from_client: &'a mut FromClient<S>,
     config: &'a SessionConfig,
-    traffic: &'a Traffic,
+    traffic: &'a Traffic<'a>,
 }
 
 impl<S> Pumps<'_, S>
