@@ -3,12 +3,14 @@
 //! behind `--listen`, `--target` and origins.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mayusculas::proxy_protocol::TrustedProxies;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::metrics::BridgeMetrics;
 use crate::origin::OriginPolicy;
 use crate::session::SessionConfig;
 
@@ -36,6 +38,8 @@ pub struct Config {
     /// Load balancers whose PROXY header (taken when present) and
     /// forwarding headers name the real client.
     pub trusted_proxies: TrustedProxies,
+    /// What is counted for `--metrics` (no-ops by default).
+    pub metrics: Arc<BridgeMetrics>,
 }
 
 impl Config {
@@ -63,6 +67,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(Self::HANDSHAKE_TIMEOUT_SECS),
             drain: Duration::from_secs(Self::DRAIN_SECS),
             trusted_proxies: TrustedProxies::default(),
+            metrics: Arc::default(),
         }
     }
 }

@@ -13,12 +13,14 @@
 //! - [`session`]: one WebSocket ⇄ one TCP connection to the fixed target,
 //!   and how it ends;
 //! - [`framing`]: target bytes → WebSocket messages, whole characters only;
+//! - [`metrics`]: what is counted for `--metrics`;
 //! - [`tls`]: https/wss from PEM files.
 
 pub mod config;
 pub mod forwarded;
 pub mod framing;
 pub mod listener;
+pub mod metrics;
 pub mod origin;
 pub mod routes;
 pub mod session;

@@ -2,6 +2,7 @@
 //! with a deadline on every handshake: tokio-tungstenite has none, and a
 //! half-sent handshake must not hold a connection open forever.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use mayusculas::accept::Acceptor;
 use mayusculas::proxy_protocol::{client_address, Presence, TrustedProxies};
 
 use crate::config::Config;
+use crate::metrics::{BridgeMetrics, Refusal};
 use crate::routes::{router, App, ConnectionInfo};
 
 /// How long an in-flight HTTP exchange may take to finish at shutdown.
@@ -79,6 +81,7 @@ async fn serve_connections(
     stop: CancellationToken,
 ) {
     let trusted = Arc::new(app.trusted_proxies.clone());
+    let metrics = Arc::clone(&app.metrics);
     let routes = router(app);
     let connections = TaskTracker::new();
     while let Some(accepted) = acceptor.next(&stop).await {
@@ -86,6 +89,7 @@ async fn serve_connections(
         let tls = tls.clone();
         let stop = stop.clone();
         let trusted = Arc::clone(&trusted);
+        let metrics = Arc::clone(&metrics);
         connections.spawn(async move {
             let _permit = accepted.permit;
             let Some(info) =
@@ -94,14 +98,22 @@ async fn serve_connections(
                 return;
             };
             let (stream, info) = info;
+            let http = Http {
+                routes,
+                info,
+                handshake_timeout,
+                shutdown: stop,
+                metrics: &metrics,
+            };
             match tls {
-                None => serve_http(stream, routes, info, handshake_timeout, stop).await,
+                None => http.serve(stream).await,
                 Some(tls) => match timeout(handshake_timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        serve_http(stream, routes, info, handshake_timeout, stop).await
-                    }
+                    Ok(Ok(stream)) => http.serve(stream).await,
                     Ok(Err(error)) => debug!("TLS fallido con {}: {error}", info.client),
-                    Err(_elapsed) => debug!("TLS sin terminar a tiempo con {}", info.client),
+                    Err(_elapsed) => {
+                        metrics.refused(Refusal::HandshakeTimeout);
+                        debug!("TLS sin terminar a tiempo con {}", info.client);
+                    }
                 },
             }
         });
@@ -142,36 +154,54 @@ async fn connection_info(
     Some((stream, ConnectionInfo { client, local, tls }))
 }
 
-async fn serve_http<IO>(
-    io: IO,
+/// One HTTP connection's service, once TLS (if any) is done.
+struct Http<'a> {
     routes: Router,
     info: ConnectionInfo,
     handshake_timeout: Duration,
     shutdown: CancellationToken,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = routes.map_request(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(info);
-        request
-    });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
-        .with_upgrades();
-    tokio::pin!(connection);
-    let served = tokio::select! {
-        served = connection.as_mut() => served,
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            match timeout(HTTP_SHUTDOWN_GRACE, connection.as_mut()).await {
-                Ok(served) => served,
-                Err(_elapsed) => return,
+    metrics: &'a BridgeMetrics,
+}
+
+impl Http<'_> {
+    async fn serve<IO>(self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = self.info;
+        // Whether a request's headers ever arrived: a header timeout before
+        // that is a handshake not done in time; after it, an idle
+        // keep-alive connection closed.
+        let requested = Arc::new(AtomicBool::new(false));
+        let service = self.routes.map_request({
+            let requested = Arc::clone(&requested);
+            move |mut request: Request<Incoming>| {
+                requested.store(true, Ordering::Relaxed);
+                request.extensions_mut().insert(info);
+                request
             }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.handshake_timeout)
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+            .with_upgrades();
+        tokio::pin!(connection);
+        let served = tokio::select! {
+            served = connection.as_mut() => served,
+            _ = self.shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                match timeout(HTTP_SHUTDOWN_GRACE, connection.as_mut()).await {
+                    Ok(served) => served,
+                    Err(_elapsed) => return,
+                }
+            }
+        };
+        if let Err(error) = served {
+            if error.is_timeout() && !requested.load(Ordering::Relaxed) {
+                self.metrics.refused(Refusal::HandshakeTimeout);
+            }
+            debug!("conexión HTTP con {} terminada: {error}", info.client);
         }
-    };
-    if let Err(error) = served {
-        debug!("conexión HTTP con {} terminada: {error}", info.client);
     }
 }

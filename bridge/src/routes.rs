@@ -36,6 +36,7 @@ use mayusculas::proxy_protocol::{ClientAddress, TrustedProxies};
 
 use crate::config::Config;
 use crate::forwarded;
+use crate::metrics::{BridgeMetrics, Refusal};
 use crate::origin::OriginPolicy;
 use crate::session::{self, SessionConfig};
 
@@ -58,6 +59,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// What is counted for `--metrics`.
+    pub metrics: Arc<BridgeMetrics>,
     next_id: AtomicU64,
 }
 
@@ -73,6 +76,7 @@ impl App {
             tracker: TaskTracker::new(),
             shutdown,
             trusted_proxies: config.trusted_proxies.clone(),
+            metrics: Arc::clone(&config.metrics),
             next_id: AtomicU64::new(1),
         }
     }
@@ -96,11 +100,21 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ws", get(upgrade))
         .route("/healthz", get(health));
     let router = match &app.web {
-        Some(dir) => router.fallback_service(
-            tower::ServiceBuilder::new()
-                .layer(CompressionLayer::new())
-                .service(ServeDir::new(dir)),
-        ),
+        Some(dir) => {
+            let metrics = Arc::clone(&app.metrics);
+            router.fallback_service(
+                tower::ServiceBuilder::new()
+                    .map_response(move |response: Response<_>| {
+                        let status = response.status();
+                        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                            metrics.static_file_served();
+                        }
+                        response
+                    })
+                    .layer(CompressionLayer::new())
+                    .service(ServeDir::new(dir)),
+            )
+        }
         None => router.fallback(no_page),
     };
     router.with_state(app)
@@ -129,9 +143,13 @@ async fn upgrade(
     // Sec-WebSocket-Version and the key, and derives the accept key.
     let switching = match create_response_with_body(&request, Body::empty) {
         Ok(response) => response,
-        Err(refused) => return refused_upgrade(&refused),
+        Err(refused) => {
+            app.metrics.refused(Refusal::BadRequest);
+            return refused_upgrade(&refused);
+        }
     };
     if app.shutdown.is_cancelled() {
+        app.metrics.refused(Refusal::Stopping);
         return stopping();
     }
     let headers = request.headers();
@@ -140,6 +158,7 @@ async fn upgrade(
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
     let verdict = app.origins.check(origin, host, connection.tls);
     if !verdict.accepted() {
+        app.metrics.refused(Refusal::Origin);
         let origin = origin.unwrap_or_default();
         info!("origen rechazado: {origin} (desde {client}); admítalo con --allow-origin");
         return plain(
@@ -149,6 +168,7 @@ async fn upgrade(
     }
 
     let Ok(permit) = Arc::clone(&app.sessions).try_acquire_owned() else {
+        app.metrics.refused(Refusal::Limit);
         warn!("sesión rechazada desde {client}: se alcanzó el máximo de sesiones");
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -156,6 +176,7 @@ async fn upgrade(
         );
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        app.metrics.refused(Refusal::BadRequest);
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "esta conexión no se puede convertir en WebSocket",
@@ -195,6 +216,7 @@ fn spawn_session(
                     // Its own node: waiting on it takes no lock that other
                     // sessions take too.
                     app.shutdown.child_token(),
+                    &app.metrics,
                 )
                 .await;
             }

@@ -46,6 +46,7 @@ use mayusculas::proxy_protocol::{self, ClientAddress};
 use self::client_to_target::Stop;
 pub use self::ending::{fit_close_reason, Ending};
 use crate::framing::Kind;
+use crate::metrics::BridgeMetrics;
 
 /// How sessions behave; shared by all of them.
 #[derive(Debug, Clone)]
@@ -100,20 +101,32 @@ impl SessionConfig {
     }
 }
 
-/// Bytes each way, for the session's closing log line.
-#[derive(Debug, Default)]
-pub struct Traffic {
+/// Bytes each way, for the session's closing log line, and each message
+/// counted in the bridge's metrics too.
+#[derive(Debug)]
+pub struct Traffic<'a> {
     up: AtomicU64,
     down: AtomicU64,
+    metrics: &'a BridgeMetrics,
 }
 
-impl Traffic {
-    fn add_up(&self, bytes: usize) {
-        self.up.fetch_add(bytes as u64, Ordering::Relaxed);
+impl<'a> Traffic<'a> {
+    fn new(metrics: &'a BridgeMetrics) -> Self {
+        Self {
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            metrics,
+        }
     }
 
-    fn add_down(&self, bytes: usize) {
+    fn add_up(&self, kind: Kind, bytes: usize) {
+        self.up.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.metrics.to_target(kind, bytes);
+    }
+
+    fn add_down(&self, kind: Kind, bytes: usize) {
         self.down.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.metrics.to_client(kind, bytes);
     }
 
     /// Bytes from the client to the target.
@@ -174,7 +187,8 @@ impl Shared {
 type ToClient<S> = SplitSink<WebSocketStream<S>, Message>;
 type FromClient<S> = SplitStream<WebSocketStream<S>>;
 
-/// Runs one session to its end over an accepted WebSocket.
+/// Runs one session to its end over an accepted WebSocket, counting it
+/// in `metrics` from its start (the upgrade succeeded) to its ending.
 ///
 /// `client` is who the session is for (behind a trusted proxy, the real
 /// client), and `local` the bridge's address it connected to: both are
@@ -183,29 +197,32 @@ type FromClient<S> = SplitStream<WebSocketStream<S>>;
 /// Not an `async fn`: the WebSocket is split before the future is made, so
 /// the future holds only the two halves, not the whole stream as well (an
 /// async fn keeps its arguments for its whole life: 300 bytes a session).
-pub fn run<S>(
+pub fn run<'m, S>(
     ws: WebSocketStream<S>,
     id: u64,
     client: ClientAddress,
     local: SocketAddr,
     config: Arc<SessionConfig>,
     shutdown: CancellationToken,
-) -> impl Future<Output = ()>
+    metrics: &'m BridgeMetrics,
+) -> impl Future<Output = ()> + 'm
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'm,
 {
     let (to_client, from_client) = ws.split();
     let announce = config
         .send_proxy
         .then(|| proxy_protocol::v2_header(client.client, local));
     async move {
+        let _open = metrics.session_started();
         info!(
             "[ws#{id}] sesión abierta desde {client} hacia {}",
             config.target
         );
-        let traffic = Traffic::default();
+        let traffic = Traffic::new(metrics);
         let halves = (to_client, from_client);
         let ending = bridge(halves, &config, announce, &traffic, &shutdown).await;
+        metrics.session_ended(&ending);
         info!(
             "[ws#{id}] sesión cerrada: {ending} ({} bytes hacia el servidor, {} hacia el cliente)",
             traffic.up(),
@@ -218,7 +235,7 @@ async fn bridge<S>(
     (mut to_client, mut from_client): (ToClient<S>, FromClient<S>),
     config: &SessionConfig,
     announce: Option<Vec<u8>>,
-    traffic: &Traffic,
+    traffic: &Traffic<'_>,
     shutdown: &CancellationToken,
 ) -> Ending
 where
@@ -227,7 +244,7 @@ where
     let connected = tokio::select! {
         biased;
         () = shutdown.cancelled() => Err(Ending::Stopping),
-        connected = Box::pin(connect(config, announce)) => connected,
+        connected = Box::pin(connect(config, announce, traffic.metrics)) => connected,
     };
     let ending = match connected {
         Ok(target) => {
@@ -252,9 +269,15 @@ where
 }
 
 /// Connects to the target, and sends it `announce` (a PROXY header) first.
-async fn connect(config: &SessionConfig, announce: Option<Vec<u8>>) -> Result<TcpStream, Ending> {
+async fn connect(
+    config: &SessionConfig,
+    announce: Option<Vec<u8>>,
+    metrics: &BridgeMetrics,
+) -> Result<TcpStream, Ending> {
+    let started = Instant::now();
     match timeout(config.connect_timeout, TcpStream::connect(&config.target)).await {
         Ok(Ok(mut target)) => {
+            metrics.target_connected(started.elapsed());
             // Answers are small writes: Nagle must not hold them. Failing
             // to set it costs latency only, so it is not worth a session.
             if let Err(error) = target.set_nodelay(true) {
@@ -288,7 +311,7 @@ struct Pumps<'a, S> {
     to_client: &'a mut ToClient<S>,
     from_client: &'a mut FromClient<S>,
     config: &'a SessionConfig,
-    traffic: &'a Traffic,
+    traffic: &'a Traffic<'a>,
 }
 
 impl<S> Pumps<'_, S>
@@ -409,6 +432,7 @@ mod tests {
         let (near, _far) = tokio::io::duplex(64);
         let config = crate::config::websocket_config(SessionConfig::MAX_MESSAGE);
         let ws = WebSocketStream::from_raw_socket(near, Role::Server, Some(config)).await;
+        let metrics = BridgeMetrics::default();
         let session = run(
             ws,
             1,
@@ -416,6 +440,7 @@ mod tests {
             "127.0.0.1:2".parse().unwrap(),
             Arc::new(SessionConfig::for_target("127.0.0.1:5000")),
             CancellationToken::new(),
+            &metrics,
         );
         let size = size_of_val(&session);
         eprintln!("a session's future: {size} bytes");

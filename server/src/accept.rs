@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::{Counter, Gauge};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::sleep;
@@ -40,11 +41,35 @@ pub struct Accepted {
     pub permit: OwnedSemaphorePermit,
 }
 
+/// What an [`Acceptor`] counts: no-ops unless given handles of a registry
+/// (see [`crate::metrics`]).
+#[derive(Debug, Clone)]
+pub struct AcceptMetrics {
+    /// Failed `accept` calls.
+    pub errors: Counter,
+    /// 1 while every place is taken (new clients wait in the listen
+    /// backlog), else 0.
+    pub limit_waiting: Gauge,
+    /// Times every place was found taken.
+    pub limit_reached: Counter,
+}
+
+impl Default for AcceptMetrics {
+    fn default() -> Self {
+        Self {
+            errors: Counter::noop(),
+            limit_waiting: Gauge::noop(),
+            limit_reached: Counter::noop(),
+        }
+    }
+}
+
 /// Accepts from a listener, at most `limit` connections held at once.
 pub struct Acceptor {
     listener: TcpListener,
     permits: Arc<Semaphore>,
     pause: Duration,
+    metrics: AcceptMetrics,
 }
 
 impl Acceptor {
@@ -54,7 +79,14 @@ impl Acceptor {
             listener,
             permits: Arc::new(Semaphore::new(limit)),
             pause: PAUSE_MIN,
+            metrics: AcceptMetrics::default(),
         }
+    }
+
+    /// Counts accept errors and waits at the limit on `metrics`.
+    pub fn with_metrics(mut self, metrics: AcceptMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The address listened on.
@@ -65,10 +97,20 @@ impl Acceptor {
     /// The next connection, once a place is free; `None` once `shutdown`
     /// is cancelled.
     pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<Accepted> {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return None,
-            permit = Arc::clone(&self.permits).acquire_owned() => permit.ok()?,
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            // Only at the limit: the gauge is not touched on every accept.
+            Err(_) => {
+                self.metrics.limit_reached.increment(1);
+                self.metrics.limit_waiting.set(1.0);
+                let permit = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => None,
+                    permit = Arc::clone(&self.permits).acquire_owned() => permit.ok(),
+                };
+                self.metrics.limit_waiting.set(0.0);
+                permit?
+            }
         };
         loop {
             let accepted = tokio::select! {
@@ -86,6 +128,7 @@ impl Acceptor {
                     });
                 }
                 Err(error) => {
+                    self.metrics.errors.increment(1);
                     warn!(
                         "no se pudo aceptar una conexión: {}; se reintenta en {} ms",
                         describe_io(&error),

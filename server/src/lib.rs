@@ -8,11 +8,13 @@
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
 //! - [`websocket_link`]: the same conversation through the bridge;
 //! - [`wss`]: which bridge certificates `wss://` accepts, and why not;
-//! - [`console`]: how the binaries speak to the terminal (logs, previews).
+//! - [`console`]: how the binaries speak to the terminal (logs, previews);
+//! - [`metrics`]: the Prometheus metrics both binaries serve on `--metrics`.
 
 pub mod accept;
 pub mod client;
 pub mod console;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod server;
 pub mod shutdown;

@@ -8,6 +8,10 @@
 //! time, and does not read again until the answer to the last read is sent,
 //! so a client that does not read its answers stops being read (backpressure)
 //! without slowing anyone else.
+//!
+//! What it counts for `--metrics` is in [`ServerMetrics`].
+
+mod metrics;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -33,6 +37,9 @@ use crate::console::{describe_io, preview};
 use crate::proxy_protocol::{client_address, Presence, TrustedProxies};
 use crate::upcase::Upcase;
 
+use self::metrics::OpenConnection;
+pub use self::metrics::ServerMetrics;
+
 /// How the server treats its clients.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,6 +63,8 @@ pub struct Config {
     /// Load balancers whose PROXY header (required from them) names the
     /// real client.
     pub trusted_proxies: TrustedProxies,
+    /// What is counted for `--metrics` (no-ops by default).
+    pub metrics: ServerMetrics,
 }
 
 impl Default for Config {
@@ -68,6 +77,7 @@ impl Default for Config {
             read_size: 64 * 1024,
             log_preview: 200,
             trusted_proxies: TrustedProxies::default(),
+            metrics: ServerMetrics::default(),
         }
     }
 }
@@ -145,10 +155,15 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) {
     let config = Arc::new(config);
     let connections = TaskTracker::new();
-    let mut acceptor = Acceptor::new(listener, config.max_connections);
+    let metrics = &config.metrics;
+    metrics.max.set(config.max_connections as f64);
+    let mut acceptor =
+        Acceptor::new(listener, config.max_connections).with_metrics(metrics.accept.clone());
     let mut next_id: u64 = 1;
 
     while let Some(accepted) = acceptor.next(&shutdown).await {
+        metrics.accepted.increment(1);
+        let open = OpenConnection::new(&metrics.open);
         let connection = Connection {
             id: next_id,
             peer: accepted.peer,
@@ -163,6 +178,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         let permit = accepted.permit;
         connections.spawn(async move {
             connection.run().await;
+            drop(open);
             drop(permit);
         });
     }
@@ -187,6 +203,28 @@ enum Ending {
     IdleTimeout(Duration),
     WriteTimeout(Duration),
     Failed(io::Error),
+}
+
+impl Ending {
+    /// The `cause` label of each ending, for the metrics.
+    const CAUSES: [&'static str; 5] = [
+        "client_closed",
+        "shutdown",
+        "idle_timeout",
+        "write_timeout",
+        "failed",
+    ];
+
+    /// Where this ending's cause is in [`Ending::CAUSES`].
+    fn cause(&self) -> usize {
+        match self {
+            Ending::ClientClosed => 0,
+            Ending::Shutdown => 1,
+            Ending::IdleTimeout(_) => 2,
+            Ending::WriteTimeout(_) => 3,
+            Ending::Failed(_) => 4,
+        }
+    }
 }
 
 impl fmt::Display for Ending {
@@ -236,6 +274,7 @@ impl Connection {
         // small one back while an earlier segment awaits its ACK.
         let _ = self.stream.set_nodelay(true);
         let ending = self.converse().await;
+        self.config.metrics.ended(&ending);
         info!(
             "[#{}] Conexión cerrada: {} ({} bytes recibidos, {} enviados)",
             self.id, ending, self.traffic.received, self.traffic.sent
@@ -319,8 +358,14 @@ impl Connection {
                 return Poll::Ready(Ok(0));
             }
             self.traffic.received += read as u64;
+            let metrics = &self.config.metrics;
+            metrics.received.increment(read as u64);
             output.clear();
             upcase.feed(input, output);
+            let invalid = upcase.take_invalid();
+            if invalid > 0 {
+                metrics.invalid_utf8.increment(invalid);
+            }
             info!(
                 "[#{}] desde el usuario conectado: {}",
                 self.id,
@@ -385,6 +430,7 @@ impl Connection {
         match written {
             Ok(Ok(())) => {
                 self.traffic.sent += bytes.len() as u64;
+                self.config.metrics.sent.increment(bytes.len() as u64);
                 Ok(())
             }
             Ok(Err(error)) => Err(Ending::Failed(error)),
@@ -398,6 +444,10 @@ impl Connection {
     async fn close(&mut self, upcase: &mut Upcase, ending: Ending) -> Ending {
         let mut tail = Vec::new();
         upcase.finish(&mut tail);
+        let invalid = upcase.take_invalid();
+        if invalid > 0 {
+            self.config.metrics.invalid_utf8.increment(invalid);
+        }
         if let Err(failed) = self.deliver(&tail).await {
             return failed;
         }

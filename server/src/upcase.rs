@@ -13,6 +13,10 @@
 //! - bytes that are not valid UTF-8 pass through unchanged;
 //! - [`Upcase::finish`] flushes an incomplete tail unchanged.
 //!
+//! The transform counts the bytes it passed through because they were not
+//! UTF-8 ([`Upcase::take_invalid`]), for the server's metrics: only where
+//! such bytes are met, so valid text costs nothing more.
+//!
 //! Feeding any input in any split gives exactly the bytes feeding it whole
 //! gives. Valid text is decoded and mapped here in one pass; what is
 //! invalid or cut between chunks goes to [`crate::utf8_stream`], which
@@ -33,6 +37,9 @@ pub const MAX_GROWTH: usize = 3;
 #[derive(Debug, Default, Clone)]
 pub struct Upcase {
     decoder: Utf8Stream,
+    /// Bytes passed through as not UTF-8 since the last
+    /// [`Upcase::take_invalid`].
+    invalid: u64,
 }
 
 impl Upcase {
@@ -62,26 +69,43 @@ impl Upcase {
                 match invalid_len(rest) {
                     Some(invalid) => {
                         out.extend_from_slice(&rest[..invalid]);
+                        self.invalid += invalid as u64;
                         rest = &rest[invalid..];
                     }
                     None => break,
                 }
             }
         }
-        self.decoder.feed(rest, |piece| emit_upper(piece, out));
+        let invalid = &mut self.invalid;
+        self.decoder
+            .feed(rest, |piece| emit_upper(piece, out, invalid));
     }
 
     /// Ends the stream: an incomplete character held back is written out
-    /// unchanged, and the transform is ready for a new stream.
+    /// unchanged (and counted as not UTF-8), and the transform is ready for
+    /// a new stream.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        self.decoder.finish(|piece| emit_upper(piece, out));
+        let invalid = &mut self.invalid;
+        self.decoder.finish(|piece| emit_upper(piece, out, invalid));
+    }
+
+    /// How many bytes were passed through unchanged because they were not
+    /// UTF-8 (an incomplete character flushed by [`Upcase::finish`]
+    /// included) since the last call; the count starts again from zero.
+    /// A character held back, waiting for its last bytes, is not counted
+    /// until it is known to be invalid.
+    pub fn take_invalid(&mut self) -> u64 {
+        std::mem::take(&mut self.invalid)
     }
 }
 
-fn emit_upper(piece: Piece<'_>, out: &mut Vec<u8>) {
+fn emit_upper(piece: Piece<'_>, out: &mut Vec<u8>, invalid: &mut u64) {
     match piece {
         Piece::Text(text) => upcase_str(text, out),
-        Piece::Invalid(bytes) => out.extend_from_slice(bytes),
+        Piece::Invalid(bytes) => {
+            out.extend_from_slice(bytes);
+            *invalid += bytes.len() as u64;
+        }
     }
 }
 
@@ -446,6 +470,24 @@ mod tests {
     }
 
     #[test]
+    fn invalid_bytes_are_counted_once_known() {
+        let mut transform = Upcase::new();
+        let mut out = Vec::new();
+        transform.feed(&[b'a', 0xFF, b'b', 0xE2], &mut out);
+        // 0xE2 may still start a character.
+        assert_eq!(transform.take_invalid(), 1);
+        assert_eq!(transform.take_invalid(), 0);
+        transform.feed(&[0x82], &mut out);
+        assert_eq!(transform.take_invalid(), 0);
+        transform.feed(b"x", &mut out);
+        assert_eq!(transform.take_invalid(), 2);
+        transform.feed("ñ".as_bytes(), &mut out);
+        transform.feed(&[0xF0, 0x9F], &mut out);
+        transform.finish(&mut out);
+        assert_eq!(transform.take_invalid(), 2);
+    }
+
+    #[test]
     fn held_prefix_broken_by_next_chunk() {
         let mut transform = Upcase::new();
         let mut out = Vec::new();
@@ -582,6 +624,24 @@ mod tests {
                 })
                 .collect();
             prop_assert_eq!(out, expected);
+        }
+
+        #[test]
+        fn invalid_bytes_are_counted_as_std_counts_them_in_any_split(
+            input in mixed_bytes(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let expected: usize = input.utf8_chunks().map(|chunk| chunk.invalid().len()).sum();
+            let mut transform = Upcase::new();
+            let mut out = Vec::new();
+            let mut counted = 0;
+            for part in pieces_of(&input, &cuts) {
+                transform.feed(part, &mut out);
+                counted += transform.take_invalid();
+            }
+            transform.finish(&mut out);
+            counted += transform.take_invalid();
+            prop_assert_eq!(counted, expected as u64);
         }
 
         #[test]

@@ -327,3 +327,198 @@ pub async fn read_to_end(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     within(PATIENCE, "end of stream", stream.read_to_end(&mut all)).await?;
     Ok(all)
 }
+
+/// The address of a program's metrics endpoint, from the line it prints
+/// after its address lines: `Métricas: http://ADDR/metrics`.
+pub async fn metrics_addr(running: &Running) -> SocketAddr {
+    const PREFIX: &str = "Métricas: http://";
+    running.wait_for_log(PREFIX).await;
+    let log = running.log();
+    log.lines()
+        .find_map(|line| line.strip_prefix(PREFIX))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+}
+
+/// An HTTP/1.1 answer, as read off the wire.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The header lines, as sent (`name: value`).
+    pub headers: Vec<String>,
+    /// The body.
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The value of header `name` (case-insensitive), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Sends `request` (raw bytes) to `addr` on a new connection and reads the
+/// answer until the server closes it (ask with `Connection: close`).
+pub async fn http_exchange(addr: SocketAddr, request: &[u8]) -> HttpAnswer {
+    let mut stream = within(PATIENCE, "connecting", TcpStream::connect(addr))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    let raw = read_to_end(&mut stream).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {raw:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {raw:?}"));
+    HttpAnswer {
+        status,
+        headers: lines.map(str::to_string).collect(),
+        body: body.to_string(),
+    }
+}
+
+/// `GET path` on a new connection.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpAnswer {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_exchange(addr, request.as_bytes()).await
+}
+
+/// One scrape of a `/metrics` endpoint in the Prometheus text format.
+pub struct Scrape {
+    /// What was served.
+    pub text: String,
+}
+
+impl Scrape {
+    /// The value of the sample `name{labels}` (labels in any order, and
+    /// exactly these); fails the test if there is no such sample.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut wanted: Vec<(String, String)> = labels
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        wanted.sort();
+        self.samples()
+            .find(|(sample, sample_labels, _)| *sample == name && *sample_labels == wanted)
+            .map(|(_, _, value)| value)
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in:\n{}", self.text))
+    }
+
+    /// Every sample: name, labels sorted by name, value.
+    fn samples(&self) -> impl Iterator<Item = (&str, Vec<(String, String)>, f64)> {
+        self.text.lines().filter_map(|line| {
+            if line.starts_with('#') || line.trim().is_empty() {
+                return None;
+            }
+            let (series, value) = line.rsplit_once(' ')?;
+            let value = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
+                None => (series, Vec::new()),
+            };
+            Some((name, labels, value))
+        })
+    }
+}
+
+/// `a="x",b="y"` into sorted pairs (values unescaped).
+fn parse_labels(text: &str) -> Option<Vec<(String, String)>> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                (at, '"') => break at,
+                (_, other) => value.push(other),
+            }
+        };
+        labels.push((key.to_string(), value));
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    labels.sort();
+    Some(labels)
+}
+
+/// Reads `http://addr/metrics`, checking the status and the content type.
+pub async fn scrape(addr: SocketAddr) -> Scrape {
+    let answer = http_get(addr, "/metrics").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    Scrape { text: answer.body }
+}
+
+/// Scrapes `addr` until `ready` holds for a scrape, and returns that one.
+pub async fn scrape_until(addr: SocketAddr, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let scraped = scrape(addr).await;
+        if ready(&scraped) {
+            return scraped;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the metrics never showed {what}; the last scrape:\n{}",
+            scraped.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks `text` with `promtool check metrics` (Debian's `prometheus`
+/// package, which `scripts/setup --promtool` installs): the format, and
+/// the naming and help-text lints. Without promtool the check is skipped
+/// with a note, except under CI, where it fails.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is missing under CI: scripts/setup --promtool installs it"
+            );
+            eprintln!(
+                "SKIPPED: the promtool check of /metrics (promtool not found; \
+                 scripts/setup --promtool installs it)"
+            );
+            return;
+        }
+        Err(error) => panic!("cannot run promtool: {error}"),
+    };
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\non:\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bridge::config::{split_host_port, websocket_config};
+use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
 use bridge::origin::OriginPolicy;
 use bridge::session::SessionConfig;
 use bridge::{tls, Config};
@@ -14,6 +16,7 @@ use clap::Parser;
 use mayusculas::console::{
     announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE,
 };
+use mayusculas::metrics::{self, Exporter};
 use mayusculas::proxy_protocol::TrustedProxies;
 use mayusculas::{server, shutdown};
 use tokio::net::TcpListener;
@@ -136,6 +139,12 @@ struct Args {
     #[arg(long)]
     send_proxy: bool,
 
+    /// Sirve las métricas de Prometheus en http://MÁQUINA:PUERTO/metrics,
+    /// un puerto aparte del del puente (p. ej. 127.0.0.1:9101; puerto 0
+    /// elige uno libre); sin esta opción no se sirven.
+    #[arg(long, value_name = "MÁQUINA:PUERTO")]
+    metrics: Option<String>,
+
     #[command(flatten)]
     flags: HelpFlags,
 }
@@ -151,10 +160,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listen = args.listen.clone();
     let (host, port) = split_host_port(&listen)
         .with_context(|| format!("--listen «{listen}» no es MÁQUINA:PUERTO"))?;
-    let config = config_of(args)?;
+    let metrics_address = args.metrics.clone();
+    let mut config = config_of(args)?;
     mayusculas::accept::raise_descriptor_limit();
     let listener = server::bind(host, port).await?;
+    let scraped = match &metrics_address {
+        Some(address) => Some((metrics::bind(address).await?, exporter()?)),
+        None => None,
+    };
+    if let Some((_, exporter)) = &scraped {
+        config.metrics = Arc::new(exporter.register(BridgeMetrics::register));
+    }
+    // The first line names the bridge's address (harnesses read it).
     announce_addresses(&listener, &config)?;
+    if let Some((metrics_listener, exporter)) = scraped {
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .context("no se pudo leer la dirección de las métricas")?;
+        announce(&format!("Métricas: {}", metrics::url(metrics_addr)));
+        tokio::spawn(metrics::serve(metrics_listener, Arc::new(exporter)));
+    }
 
     let stop = CancellationToken::new();
     let drain = config.drain;
@@ -221,7 +246,17 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         drain: Duration::from_secs(args.drain),
         trusted_proxies,
+        metrics: Arc::default(),
     })
+}
+
+/// The registry of the bridge's metrics, with its build info.
+fn exporter() -> anyhow::Result<Exporter> {
+    Ok(Exporter::new(
+        "bridge",
+        env!("CARGO_PKG_VERSION"),
+        &[(CONNECT_SECONDS, CONNECT_BUCKETS)],
+    )?)
 }
 
 /// The first stdout line names the bound address (useful with port 0).

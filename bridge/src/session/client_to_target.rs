@@ -37,7 +37,7 @@ pub async fn pump<S>(
     mut to_target: OwnedWriteHalf,
     shared: &Shared,
     config: &SessionConfig,
-    traffic: &Traffic,
+    traffic: &Traffic<'_>,
 ) -> Stop
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -49,21 +49,16 @@ where
             None => return Stop::Now(Ending::ClientVanished),
         };
         shared.heard_from_client();
-        let payload = match message {
-            Message::Text(text) => {
-                shared.set_kind(Kind::Text);
-                text.into()
-            }
-            Message::Binary(bytes) => {
-                shared.set_kind(Kind::Binary);
-                bytes
-            }
+        let (kind, payload) = match message {
+            Message::Text(text) => (Kind::Text, text.into()),
+            Message::Binary(bytes) => (Kind::Binary, bytes),
             Message::Close(frame) => {
                 return Stop::Now(Ending::ClientClosed(frame.map(|frame| frame.code.into())))
             }
             // Pongs only tell the client is alive; tungstenite answers pings.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
+        shared.set_kind(kind);
         // A target that stops reading holds this write: backpressure.
         if let Err(error) = to_target.write_all(&payload).await {
             return Stop::Now(Ending::TargetLost {
@@ -71,7 +66,7 @@ where
                 error,
             });
         }
-        traffic.add_up(payload.len());
+        traffic.add_up(kind, payload.len());
     }
 }
 

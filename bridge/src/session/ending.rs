@@ -1,6 +1,7 @@
 //! How a session ends. Each ending owns its close code and its Spanish
 //! reason, so that the log line and the Close frame always agree and no
-//! other place makes up a reason.
+//! other place makes up a reason; and the side it is counted against in the
+//! metrics.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -63,7 +64,57 @@ pub enum Ending {
     ClientFailed(String),
 }
 
+/// Which side's doing ended a session, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client closed, went away or failed, broke the protocol or the
+    /// message limit, or stopped answering pings or taking messages.
+    Client,
+    /// The target closed, could not be reached, or broke.
+    Target,
+    /// The bridge is stopping.
+    Bridge,
+}
+
+impl Side {
+    /// Every side, in the order of [`Side::index`].
+    pub const ALL: [Side; 3] = [Side::Client, Side::Target, Side::Bridge];
+
+    /// The `side` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Target => "target",
+            Side::Bridge => "bridge",
+        }
+    }
+
+    /// Where this side is in [`Side::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl Ending {
+    /// The side whose doing ended the session.
+    pub fn side(&self) -> Side {
+        match self {
+            Ending::TargetClosed
+            | Ending::TargetUnreachable { .. }
+            | Ending::TargetTimedOut { .. }
+            | Ending::TargetLost { .. } => Side::Target,
+            Ending::Stopping => Side::Bridge,
+            Ending::ClientClosed(_)
+            | Ending::TooBig { .. }
+            | Ending::InvalidText
+            | Ending::ProtocolViolation(_)
+            | Ending::ClientSilent(_)
+            | Ending::ClientStalled(_)
+            | Ending::ClientVanished
+            | Ending::ClientFailed(_) => Side::Client,
+        }
+    }
+
     /// The Close frame the bridge sends for this ending; `None` where the
     /// client cannot take one, or (for [`Ending::ClientClosed`]) where
     /// tungstenite has already queued the answer itself.
@@ -111,8 +162,9 @@ impl Ending {
         )
     }
 
-    /// The close code sent, or echoed, for the log.
-    fn code(&self) -> Option<u16> {
+    /// The close code sent, or echoed; `None` where no Close went out (the
+    /// client went away) or the client's Close had no code.
+    pub fn code(&self) -> Option<u16> {
         match self {
             Ending::ClientClosed(code) => *code,
             other => other.close_frame().map(|frame| frame.code.into()),

@@ -22,7 +22,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::ending::Ending;
 use super::{SessionConfig, Shared, Traffic};
-use crate::framing::{Framer, Payload};
+use crate::framing::{Framer, Kind, Payload};
 
 type ToClient<S> = SplitSink<WebSocketStream<S>, Message>;
 
@@ -33,7 +33,7 @@ pub async fn pump<S>(
     mut from_target: OwnedReadHalf,
     shared: &Shared,
     config: &SessionConfig,
-    traffic: &Traffic,
+    traffic: &Traffic<'_>,
 ) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -92,19 +92,19 @@ async fn deliver<S>(
     to_client: &mut ToClient<S>,
     payloads: &mut Vec<Payload>,
     config: &SessionConfig,
-    traffic: &Traffic,
+    traffic: &Traffic<'_>,
 ) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     for payload in payloads.drain(..) {
         let size = payload.as_bytes().len();
-        let message = match payload {
-            Payload::Text(text) => Message::Text(text.into()),
-            Payload::Binary(bytes) => Message::Binary(bytes.into()),
+        let (kind, message) = match payload {
+            Payload::Text(text) => (Kind::Text, Message::Text(text.into())),
+            Payload::Binary(bytes) => (Kind::Binary, Message::Binary(bytes.into())),
         };
         send(to_client, message, config).await?;
-        traffic.add_down(size);
+        traffic.add_down(kind, size);
     }
     Ok(())
 }

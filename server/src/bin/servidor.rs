@@ -1,6 +1,7 @@
 //! `servidor`: the tutorial's uppercase TCP server, for many clients at once.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,8 +9,9 @@ use clap::Parser;
 use mayusculas::console::{
     announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE,
 };
+use mayusculas::metrics::{self, Exporter};
 use mayusculas::proxy_protocol::TrustedProxies;
-use mayusculas::server::{self, Config};
+use mayusculas::server::{self, Config, ServerMetrics};
 use mayusculas::shutdown;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -85,6 +87,12 @@ struct Args {
     #[arg(long = "trusted-proxy", value_name = "RED")]
     trusted_proxies: Vec<String>,
 
+    /// Sirve las métricas de Prometheus en http://MÁQUINA:PUERTO/metrics,
+    /// un puerto aparte del de los clientes (p. ej. 127.0.0.1:9100; puerto 0
+    /// elige uno libre); sin esta opción no se sirven.
+    #[arg(long, value_name = "MÁQUINA:PUERTO")]
+    metrics: Option<String>,
+
     #[command(flatten)]
     flags: HelpFlags,
 }
@@ -103,9 +111,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("no se pudo leer la dirección de escucha")?;
+    let scraped = match &args.metrics {
+        Some(address) => Some((metrics::bind(address).await?, exporter()?)),
+        None => None,
+    };
+    // The first line names the clients' address (harnesses read it).
     announce(&format!("Servidor escuchando en {local}"));
 
-    let config = Config {
+    let mut config = Config {
         max_connections: args.max_connections as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout),
         write_timeout: Duration::from_secs(args.write_timeout),
@@ -113,6 +126,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trusted_proxies,
         ..Config::default()
     };
+    if let Some((metrics_listener, exporter)) = scraped {
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .context("no se pudo leer la dirección de las métricas")?;
+        config.metrics = exporter.register(ServerMetrics::register);
+        announce(&format!("Métricas: {}", metrics::url(metrics_addr)));
+        tokio::spawn(metrics::serve(metrics_listener, Arc::new(exporter)));
+    }
     let stop = CancellationToken::new();
     let mut serving = tokio::spawn(server::serve(listener, config, stop.clone()));
 
@@ -131,4 +152,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!("se cierran las conexiones que no terminaron a tiempo");
     }
     Ok(())
+}
+
+/// The registry of servidor's metrics, with its build info.
+fn exporter() -> anyhow::Result<Exporter> {
+    Ok(Exporter::new("servidor", env!("CARGO_PKG_VERSION"), &[])?)
 }
