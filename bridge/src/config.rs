@@ -43,6 +43,8 @@ pub struct Config {
 }
 
 impl Config {
+    /// Default address and port to listen on.
+    pub const LISTEN: &'static str = "127.0.0.1:8080";
     /// Default sessions open at once.
     pub const MAX_SESSIONS: usize = 5000;
     /// Default seconds for the TLS and HTTP handshakes.

@@ -73,6 +73,8 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
+    /// Default target: `servidor` where the tutorial puts it.
+    pub const TARGET: &'static str = "127.0.0.1:5000";
     /// Default seconds to connect to the target.
     pub const CONNECT_TIMEOUT_SECS: u64 = 5;
     /// Default seconds of silence before a ping.

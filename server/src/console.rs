@@ -52,10 +52,37 @@ pub fn exit_code<E: fmt::Display>(outcome: Result<(), E>) -> std::process::ExitC
 }
 
 /// Parses the command line like `T::parse`, but reports the common usage
-/// mistakes in Spanish. Exits with 0 after `--help`/`--version`, 2 on a
-/// usage error.
+/// mistakes in Spanish, and shows each default in the help in Spanish.
+/// Exits with 0 after `--help`/`--version`, 2 on a usage error.
 pub fn parse_args<T: clap::Parser>() -> T {
-    T::try_parse().unwrap_or_else(|error| exit_on_usage_error(error))
+    let matches = spanish_defaults(T::command())
+        .try_get_matches()
+        .unwrap_or_else(|error| exit_on_usage_error(error));
+    T::from_arg_matches(&matches).unwrap_or_else(|error| exit_on_usage_error(error))
+}
+
+/// Ends each option's help with «(por defecto …)», made from the very value
+/// clap falls back on, in place of clap's English «[default: …]»: a default
+/// is written once, in its `#[arg]`, and the help cannot drift from it.
+pub fn spanish_defaults(command: clap::Command) -> clap::Command {
+    let with_defaults: Vec<clap::Id> = command
+        .get_arguments()
+        .filter(|arg| arg.get_action().takes_values() && !arg.get_default_values().is_empty())
+        .map(|arg| arg.get_id().clone())
+        .collect();
+    with_defaults.into_iter().fold(command, |command, id| {
+        command.mut_arg(id, |arg| {
+            let values: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|value| value.to_string_lossy().into_owned())
+                .collect();
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let help = help.trim_end_matches('.');
+            arg.help(format!("{help} (por defecto {})", values.join(", ")))
+                .hide_default_value(true)
+        })
+    })
 }
 
 fn exit_on_usage_error(error: clap::Error) -> ! {
@@ -199,6 +226,33 @@ pub fn describe_io(error: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_shown_in_spanish_from_their_values() {
+        #[derive(clap::Parser)]
+        struct Args {
+            /// Puerto; 0 elige uno libre.
+            #[arg(long, default_value_t = 5000)]
+            port: u16,
+            /// Sin valor por defecto.
+            #[arg(long)]
+            name: Option<String>,
+            /// Una bandera.
+            #[arg(long)]
+            quiet: bool,
+        }
+        let command = spanish_defaults(<Args as clap::CommandFactory>::command());
+        let help_of = |id: &str| {
+            let arg = command.get_arguments().find(|arg| arg.get_id() == id);
+            arg.and_then(|arg| arg.get_help()).map(ToString::to_string)
+        };
+        assert_eq!(
+            help_of("port").as_deref(),
+            Some("Puerto; 0 elige uno libre (por defecto 5000)")
+        );
+        assert_eq!(help_of("name").as_deref(), Some("Sin valor por defecto"));
+        assert_eq!(help_of("quiet").as_deref(), Some("Una bandera"));
+    }
 
     #[test]
     fn preview_drops_one_trailing_newline() {

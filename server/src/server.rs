@@ -67,15 +67,30 @@ pub struct Config {
     pub metrics: ServerMetrics,
 }
 
+impl Config {
+    /// The tutorial's host: loopback only.
+    pub const HOST: &'static str = "127.0.0.1";
+    /// The tutorial's port.
+    pub const PORT: u16 = 5000;
+    /// Default clients served at once.
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Default seconds of silence before a connection is closed.
+    pub const IDLE_TIMEOUT_SECS: u64 = 600;
+    /// Default seconds an answer may wait for a client that does not read.
+    pub const WRITE_TIMEOUT_SECS: u64 = 30;
+    /// Default characters of each message shown in the log.
+    pub const LOG_PREVIEW: usize = 200;
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
-            max_connections: 10_000,
-            idle_timeout: Duration::from_secs(600),
-            write_timeout: Duration::from_secs(30),
+            max_connections: Self::MAX_CONNECTIONS,
+            idle_timeout: Duration::from_secs(Self::IDLE_TIMEOUT_SECS),
+            write_timeout: Duration::from_secs(Self::WRITE_TIMEOUT_SECS),
             shutdown_grace: Duration::from_millis(500),
             read_size: 64 * 1024,
-            log_preview: 200,
+            log_preview: Self::LOG_PREVIEW,
             trusted_proxies: TrustedProxies::default(),
             metrics: ServerMetrics::default(),
         }

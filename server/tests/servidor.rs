@@ -346,8 +346,9 @@ async fn help_explains_itself_in_spanish() {
     for words in [
         "Uso: servidor [OPCIONES]",
         "--port <PUERTO>",
-        "0 elige uno libre",
+        "0 elige uno libre (por defecto 5000)",
         "--max-connections",
+        "(por defecto 10000)",
     ] {
         assert!(run.stdout.contains(words), "{words:?} in {}", run.stdout);
     }

@@ -44,22 +44,19 @@ const EXIT_MARGIN: Duration = Duration::from_secs(1);
     disable_version_flag = true
 )]
 struct Args {
-    /// Dirección y puerto en los que escuchar (por defecto 127.0.0.1:8080;
-    /// puerto 0 elige uno libre).
+    /// Dirección y puerto en los que escuchar; puerto 0 elige uno libre.
     #[arg(
         long,
         value_name = "MÁQUINA:PUERTO",
-        default_value = "127.0.0.1:8080",
-        hide_default_value = true
+        default_value = Config::LISTEN
     )]
     listen: String,
 
-    /// Servidor TCP al que conecta cada sesión (por defecto 127.0.0.1:5000).
+    /// Servidor TCP al que conecta cada sesión.
     #[arg(
         long,
         value_name = "MÁQUINA:PUERTO",
-        default_value = "127.0.0.1:5000",
-        hide_default_value = true
+        default_value = SessionConfig::TARGET
     )]
     target: String,
 
@@ -81,48 +78,48 @@ struct Args {
     #[arg(long, value_name = "FICHERO", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
-    /// Sesiones abiertas a la vez (por defecto 5000); más allá, HTTP 503.
-    #[arg(long, value_name = "N", default_value_t = 5000, hide_default_value = true,
+    /// Sesiones abiertas a la vez; más allá, HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = Config::MAX_SESSIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_sessions: u32,
 
-    /// Tamaño máximo de un mensaje del cliente en bytes (por defecto
-    /// 1048576, 1 MiB); más grande, se cierra con 1009.
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024, hide_default_value = true,
+    /// Tamaño máximo de un mensaje del cliente en bytes; más grande, se
+    /// cierra con 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = SessionConfig::MAX_MESSAGE as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_message: u32,
 
-    /// Segundos para completar el saludo TLS y HTTP (por defecto 10).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 10, hide_default_value = true,
+    /// Segundos para completar el saludo TLS y HTTP.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = Config::HANDSHAKE_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     handshake_timeout: u64,
 
     /// Segundos de silencio tras los que se hace ping al cliente; sin
-    /// respuesta en otro tanto, se le da por perdido (por defecto 30).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30, hide_default_value = true,
+    /// respuesta en otro tanto, se le da por perdido.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = SessionConfig::PING_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     ping_interval: u64,
 
     /// Segundos que, cerrado un lado, se sigue entregando lo que envía el
-    /// otro (por defecto 2).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 2, hide_default_value = true,
+    /// otro.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = SessionConfig::CLOSE_GRACE_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     close_grace: u64,
 
     /// Segundos que puede esperar un envío a un cliente que no lee; pasado
-    /// ese tiempo se le da por perdido (por defecto 30).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30, hide_default_value = true,
+    /// ese tiempo se le da por perdido.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = SessionConfig::WRITE_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     write_timeout: u64,
 
-    /// Segundos de espera al conectar con el servidor (por defecto 5).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 5, hide_default_value = true,
+    /// Segundos de espera al conectar con el servidor.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = SessionConfig::CONNECT_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout: u64,
 
     /// Segundos que, al detenerse, tienen las sesiones para cerrarse (con
-    /// 1001) antes de cortarlas (por defecto 5).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 5, hide_default_value = true,
+    /// 1001) antes de cortarlas.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = Config::DRAIN_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     drain: u64,
 

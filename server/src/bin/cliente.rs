@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use mayusculas::client::{self, ClientError};
 use mayusculas::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
+use mayusculas::server::Config;
 use mayusculas::websocket_link;
 use tokio::io::BufReader;
 
@@ -29,21 +30,19 @@ use tokio::io::BufReader;
     disable_version_flag = true
 )]
 struct Args {
-    /// Máquina del servidor (por defecto 127.0.0.1).
+    /// Máquina del servidor.
     #[arg(
         long,
         value_name = "MÁQUINA",
-        default_value = "127.0.0.1",
-        hide_default_value = true
+        default_value = Config::HOST
     )]
     host: String,
 
-    /// Puerto TCP del servidor (por defecto 5000).
+    /// Puerto TCP del servidor.
     #[arg(
         long,
         value_name = "PUERTO",
-        default_value_t = 5000,
-        hide_default_value = true
+        default_value_t = Config::PORT
     )]
     port: u16,
 
@@ -59,9 +58,8 @@ struct Args {
     #[arg(long, value_name = "FICHERO", requires = "url")]
     ca_cert: Option<PathBuf>,
 
-    /// Segundos de espera para conectar y para cada respuesta (por
-    /// defecto 30).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30, hide_default_value = true,
+    /// Segundos de espera para conectar y para cada respuesta.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
 

@@ -34,50 +34,42 @@ const EXIT_DEADLINE: Duration = Duration::from_millis(900);
     disable_version_flag = true
 )]
 struct Args {
-    /// Dirección en la que escuchar (por defecto 127.0.0.1; 0.0.0.0 para
-    /// toda la red).
+    /// Dirección en la que escuchar; 0.0.0.0 para toda la red.
     #[arg(
         long,
         value_name = "MÁQUINA",
-        default_value = "127.0.0.1",
-        hide_default_value = true
+        default_value = Config::HOST
     )]
     host: String,
 
-    /// Puerto TCP (por defecto 5000); 0 elige uno libre.
+    /// Puerto TCP; 0 elige uno libre.
     #[arg(
         long,
         value_name = "PUERTO",
-        default_value_t = 5000,
-        hide_default_value = true
+        default_value_t = Config::PORT
     )]
     port: u16,
 
-    /// Clientes atendidos a la vez (por defecto 10000); los demás esperan
-    /// su turno.
-    #[arg(long, value_name = "N", default_value_t = 10_000, hide_default_value = true,
+    /// Clientes atendidos a la vez; los demás esperan su turno.
+    #[arg(long, value_name = "N", default_value_t = Config::MAX_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
-    /// Segundos sin recibir nada tras los que se cierra una conexión (por
-    /// defecto 600).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 600, hide_default_value = true,
+    /// Segundos sin recibir nada tras los que se cierra una conexión.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = Config::IDLE_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
 
-    /// Segundos que puede esperar un envío a un cliente que no lee (por
-    /// defecto 30).
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30, hide_default_value = true,
+    /// Segundos que puede esperar un envío a un cliente que no lee.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = Config::WRITE_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     write_timeout: u64,
 
-    /// Caracteres de cada mensaje que se muestran en el registro (por
-    /// defecto 200).
+    /// Caracteres de cada mensaje que se muestran en el registro.
     #[arg(
         long,
         value_name = "N",
-        default_value_t = 200,
-        hide_default_value = true
+        default_value_t = Config::LOG_PREVIEW
     )]
     log_preview: usize,
 
