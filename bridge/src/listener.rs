@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use mayusculas::accept::Acceptor;
-use mayusculas::proxy_protocol::{client_address, Presence, TrustedProxies};
+use server::accept::Acceptor;
+use server::proxy_protocol::{client_address, Presence, TrustedProxies};
 
 use crate::config::Config;
 use crate::metrics::{BridgeMetrics, Refusal};

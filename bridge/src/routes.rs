@@ -30,9 +30,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tracing::{debug, info, warn};
 
-use mayusculas::console::describe_io;
+use server::console::describe_io;
 
-use mayusculas::proxy_protocol::{ClientAddress, TrustedProxies};
+use server::proxy_protocol::{ClientAddress, TrustedProxies};
 
 use crate::config::Config;
 use crate::forwarded;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use harness::*;
+use tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -16,14 +16,19 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+/// This package's `bridge` on a free port in front of `target`.
+async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
+    bridge_at(env!("CARGO_BIN_EXE_bridge"), target, extra).await
+}
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A `servidor` running in this process on a free port, quiet.
 async fn servidor_in_process() -> SocketAddr {
-    let listener = mayusculas::server::bind("127.0.0.1", 0).await.unwrap();
+    let listener = server::tcp::bind("127.0.0.1", 0).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = mayusculas::server::Config::default();
-    tokio::spawn(mayusculas::server::serve(
+    let config = server::tcp::Config::default();
+    tokio::spawn(server::tcp::serve(
         listener,
         config,
         CancellationToken::new(),
@@ -306,7 +311,12 @@ async fn a_thousand_concurrent_sessions_each_get_their_answers() {
     let target = servidor_in_process().await;
     let target = target.to_string();
     let args = ["--listen", "127.0.0.1:0", "--target", &target];
-    let bridge = Running::start(bridge_exe(), &args, &[("RUST_LOG", "warn")]).await;
+    let bridge = Running::start(
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_bridge")),
+        &args,
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
     let url = format!("ws://{}/ws", bridge.addr);
     let sessions: Vec<_> = (0..1000)
         .map(|n| {

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use harness::{within, Running, PATIENCE};
+use tests::{within, Running, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;

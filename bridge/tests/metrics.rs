@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use harness::{
+use tests::{
     http_get, metrics_addr, promtool_check, run_with_input, scrape, scrape_until, within, Running,
     Scrape, PATIENCE,
 };

@@ -2,7 +2,7 @@
 //! first and echoes what it is sent.
 
 use futures_util::{SinkExt, StreamExt};
-use harness::{round_trip, within, Running, PATIENCE};
+use tests::{round_trip, within, Running, PATIENCE};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -6,7 +6,7 @@
 //! `cargo bench -p server --bench upcase`; see BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mayusculas::upcase::Upcase;
+use server::upcase::Upcase;
 use std::hint::black_box;
 
 const SIZE: usize = 4 * 1024 * 1024;

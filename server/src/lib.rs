@@ -2,7 +2,7 @@
 //!
 //! - [`upcase`]: the pure stream transform every message goes through;
 //! - [`utf8_stream`]: cutting a byte stream into characters and stray bytes;
-//! - [`server`]: the TCP server behind the `servidor` binary;
+//! - [`tcp`]: the TCP server behind the `servidor` binary;
 //! - [`accept`]: accepting within a limit, retrying on errors;
 //! - [`proxy_protocol`]: the client's real address behind a load balancer;
 //! - [`client`]: the line-based conversation behind the `cliente` binary;
@@ -16,8 +16,8 @@ pub mod client;
 pub mod console;
 pub mod metrics;
 pub mod proxy_protocol;
-pub mod server;
 pub mod shutdown;
+pub mod tcp;
 pub mod upcase;
 pub mod utf8_stream;
 pub mod websocket_link;

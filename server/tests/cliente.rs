@@ -1,10 +1,24 @@
 //! The real `cliente` binary, against `servidor` and against stand-in
 //! servers that misbehave.
 
-use harness::*;
+use tests::*;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+/// This package's own binaries, as cargo built them for these tests.
+fn servidor_exe() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_servidor"))
+}
+
+fn cliente_exe() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_cliente"))
+}
+
+/// This package's `servidor` on port 0.
+async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
+    servidor_at(servidor_exe(), args, env).await
+}
 
 #[tokio::test]
 async fn piped_input_prints_the_tutorial_answer() {

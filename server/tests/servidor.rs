@@ -2,11 +2,25 @@
 
 use std::time::{Duration, Instant};
 
-use harness::*;
+use tests::*;
 
-use mayusculas::upcase::upcase_bytes;
+use server::upcase::upcase_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// This package's own binaries, as cargo built them for these tests.
+fn servidor_exe() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_servidor"))
+}
+
+fn cliente_exe() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_cliente"))
+}
+
+/// This package's `servidor` on port 0.
+async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
+    servidor_at(servidor_exe(), args, env).await
+}
 
 async fn connect(server: &Running) -> TcpStream {
     let stream = within(PATIENCE, "connect", TcpStream::connect(server.addr))

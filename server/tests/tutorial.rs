@@ -1,6 +1,20 @@
 //! Interoperability with the tutorial's own Python programs, both ways.
 
-use harness::*;
+use tests::*;
+
+/// This package's own binaries, as cargo built them for these tests.
+fn servidor_exe() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_servidor"))
+}
+
+fn cliente_exe() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_cliente"))
+}
+
+/// This package's `servidor` on port 0.
+async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
+    servidor_at(servidor_exe(), args, env).await
+}
 
 const PYTHON: &str = "python3";
 

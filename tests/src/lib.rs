@@ -24,62 +24,26 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     }
 }
 
-/// The path of one of the workspace's binaries, built first.
+/// The path of one of the workspace's binaries, as the last build left it.
 ///
-/// Cargo tells a package's tests where that package's own binaries are
-/// (`CARGO_BIN_EXE_<name>`); tests of other packages find them beside their
-/// own executable, in the same target directory. They are built first (once
-/// per test process) so that `cargo test -p <one package>` never runs a
-/// stale binary.
-pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
+/// A package's own tests take their binaries from cargo
+/// (`CARGO_BIN_EXE_<name>`), which builds them first. The tests that cross
+/// packages (the whole chain, the browser, the balancers, loadgen's smoke
+/// run) find the others beside their own executable, in the same target
+/// directory; nothing is built here. `cargo test --workspace` (and so
+/// `scripts/test`) builds every binary before it runs any test.
+pub fn built(name: &str) -> PathBuf {
     let test_exe = std::env::current_exe().expect("the test's own path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let profile_dir = test_exe
         .parent()
         .and_then(Path::parent)
         .expect("a test executable under target/<profile>/deps");
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
-        let mut build = std::process::Command::new(cargo);
-        // Exactly what `cargo test --workspace` builds, so that after it
-        // (the README's test command) this is a no-op, and features never
-        // flip between two builds of the same binaries.
-        build.args(["test", "--workspace", "--no-run", "--quiet"]);
-        // Cargo gave this test process variables of its own package; some
-        // build scripts track such variables, and would rebuild.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            let package_specific = [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-            ]
-            .iter()
-            .any(|prefix| key.starts_with(prefix));
-            if package_specific
-                || [
-                    "OUT_DIR",
-                    "LD_LIBRARY_PATH",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                ]
-                .contains(&key.as_ref())
-            {
-                build.env_remove(key.as_ref());
-            }
-        }
-        if profile_dir.file_name().is_some_and(|dir| dir == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cannot build the binaries");
-    });
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "no binary {name} in {}",
+        "no binary {name} in {}: build it first (cargo build --workspace --bins, or run \
+         cargo test --workspace, as scripts/test does)",
         profile_dir.display()
     );
     path
@@ -122,35 +86,54 @@ pub fn built_page() -> PathBuf {
     root.join("dist")
 }
 
-/// `servidor`.
+/// `servidor`, as last built (see [`built`]).
 pub fn servidor_exe() -> PathBuf {
-    binary("servidor")
+    built("servidor")
 }
 
-/// `cliente`.
+/// `cliente`, as last built (see [`built`]).
 pub fn cliente_exe() -> PathBuf {
-    binary("cliente")
+    built("cliente")
 }
 
-/// `bridge`.
+/// `bridge`, as last built (see [`built`]).
 pub fn bridge_exe() -> PathBuf {
-    binary("bridge")
+    built("bridge")
 }
 
-/// Starts `servidor --port 0` with extra arguments and environment.
-pub async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
+/// Starts the `servidor` at `exe` on port 0, with extra arguments and
+/// environment.
+pub async fn servidor_at(
+    exe: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Running {
     let mut all = vec!["--port", "0"];
     all.extend_from_slice(args);
-    Running::start(servidor_exe(), &all, env).await
+    Running::start(exe, &all, env).await
 }
 
-/// Starts `bridge` on a free port in front of `target`, with extra
-/// arguments and its log at `info` (tests wait for its lines).
-pub async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
+/// Starts the built `servidor` (see [`built`]) on port 0.
+pub async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
+    servidor_at(servidor_exe(), args, env).await
+}
+
+/// Starts the `bridge` at `exe` on a free port in front of `target`, with
+/// extra arguments and its log at `info` (tests wait for its lines).
+pub async fn bridge_at(
+    exe: impl AsRef<std::ffi::OsStr>,
+    target: SocketAddr,
+    extra: &[&str],
+) -> Running {
     let target = target.to_string();
     let mut args = vec!["--listen", "127.0.0.1:0", "--target", &target];
     args.extend_from_slice(extra);
-    Running::start(bridge_exe(), &args, &[("RUST_LOG", "info")]).await
+    Running::start(exe, &args, &[("RUST_LOG", "info")]).await
+}
+
+/// Starts the built `bridge` (see [`built`]) in front of `target`.
+pub async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
+    bridge_at(bridge_exe(), target, extra).await
 }
 
 /// The tutorial's own Python programs (`servidor.py`, `cliente.py`).

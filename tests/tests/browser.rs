@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
-use harness::*;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tests::*;
 use tokio::process::{Child, Command};
 
 /// The page, gzipped, must stay within this.

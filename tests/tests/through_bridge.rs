@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use harness::*;
+use tests::*;
 
 #[tokio::test]
 async fn cliente_url_talks_through_the_bridge() {

@@ -13,12 +13,10 @@ use bridge::origin::OriginPolicy;
 use bridge::session::SessionConfig;
 use bridge::{tls, Config};
 use clap::Parser;
-use mayusculas::console::{
-    announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE,
-};
-use mayusculas::metrics::{self, Exporter};
-use mayusculas::proxy_protocol::TrustedProxies;
-use mayusculas::{server, shutdown};
+use server::console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
+use server::metrics::{self, Exporter};
+use server::proxy_protocol::TrustedProxies;
+use server::{shutdown, tcp};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -159,8 +157,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("--listen «{listen}» no es MÁQUINA:PUERTO"))?;
     let metrics_address = args.metrics.clone();
     let mut config = config_of(args)?;
-    mayusculas::accept::raise_descriptor_limit();
-    let listener = server::bind(host, port).await?;
+    server::accept::raise_descriptor_limit();
+    let listener = tcp::bind(host, port).await?;
     let scraped = match &metrics_address {
         Some(address) => Some((metrics::bind(address).await?, exporter()?)),
         None => None,

@@ -83,9 +83,7 @@ fn stop_for(error: WsError, config: &SessionConfig) -> Stop {
         WsError::Protocol(violation) => {
             Stop::AfterTarget(Ending::ProtocolViolation(violation.to_string()))
         }
-        WsError::Io(error) => Stop::Now(Ending::ClientFailed(mayusculas::console::describe_io(
-            &error,
-        ))),
+        WsError::Io(error) => Stop::Now(Ending::ClientFailed(server::console::describe_io(&error))),
         other => Stop::Now(Ending::ClientFailed(other.to_string())),
     }
 }

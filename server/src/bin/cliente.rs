@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mayusculas::client::{self, ClientError};
-use mayusculas::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
-use mayusculas::server::Config;
-use mayusculas::websocket_link;
+use server::client::{self, ClientError};
+use server::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
+use server::tcp::Config;
+use server::websocket_link;
 use tokio::io::BufReader;
 
 /// Cliente del Tema 12: envía cada línea escrita al servidor y muestra la
