@@ -5,7 +5,9 @@
 //! - [`address`]: which bridge to talk to;
 //! - [`backoff`]: the pauses between reconnection attempts;
 //! - [`conversation`]: pairing answers with messages;
-//! - [`page`]: the elements of `index.html`.
+//! - [`page`]: the elements of `index.html`;
+//! - `app` (in the browser only): the page's state and its WebSocket, wired
+//!   to the elements.
 //!
 //! The WebSocket's event handlers are made once per connection and released
 //! with it; only the page's own two handlers (send, connect/disconnect) live
