@@ -5,8 +5,8 @@
 //! backpressure, and neither blocks the other (which would deadlock with a
 //! server that, like `servidor`, answers before it reads again):
 //!
-//! - [`client_to_target`]: message payloads, written verbatim to the target;
-//! - [`target_to_client`]: target bytes, framed into messages, and pings;
+//! - `client_to_target`: message payloads, written verbatim to the target;
+//! - `target_to_client`: target bytes, framed into messages, and pings;
 //! - [`ending`]: how a session ends, with its close code and reason.
 //!
 //! Whichever stops first decides the [`Ending`]. The other is then dropped
