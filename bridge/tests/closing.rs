@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tests::{within, Running, PATIENCE};
+use tests::{bridge_at, within, Running, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
@@ -26,10 +26,7 @@ const REPEAT: usize = 20;
 
 /// The bridge binary of this package on a free port in front of `target`.
 async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
-    let target = target.to_string();
-    let mut args = vec!["--listen", "127.0.0.1:0", "--target", &target];
-    args.extend_from_slice(extra);
-    Running::start(env!("CARGO_BIN_EXE_bridge"), &args, &[("RUST_LOG", "info")]).await
+    bridge_at(env!("CARGO_BIN_EXE_bridge"), target, extra).await
 }
 
 async fn connect(bridge: &Running) -> Ws {
@@ -168,8 +165,12 @@ async fn the_client_closes_while_the_bridge_is_blocked_sending_to_it() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_closes_while_the_target_is_closing() {
+/// Both sides close at about the same time, [`REPEAT`] times: the target
+/// shuts its side with megabytes still on their way while the client,
+/// which has read nothing, sends its close; `target_first` says which of
+/// the two goes first. Either side's close is a right answer; two closes,
+/// or data after one, are not.
+async fn both_close(target_first: bool) {
     let mut target = flooding_target(64 * 1024 * 1024, false).await;
     let bridge = bridge_to(target.addr, &[]).await;
     for round in 0..REPEAT {
@@ -177,13 +178,15 @@ async fn the_client_closes_while_the_target_is_closing() {
         let shut = within(PATIENCE, "the target's connection", target.shut.recv())
             .await
             .unwrap();
-        // The target shuts its side with megabytes still on their way…
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        shut.notify_one();
-        // …and the client closes meanwhile.
-        close_while_blocked(&mut ws).await;
+        if target_first {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            shut.notify_one();
+            close_while_blocked(&mut ws).await;
+        } else {
+            close_while_blocked(&mut ws).await;
+            shut.notify_one();
+        }
         let read = read_to_the_end(&mut ws).await;
-        // Either side's close is right; two, or data after one, is not.
         let code = code_of(&read);
         assert!(
             matches!(code, Some(CloseCode::Library(4000) | CloseCode::Normal)),
@@ -193,23 +196,13 @@ async fn the_client_closes_while_the_target_is_closing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_closes_while_the_target_is_closing() {
+    both_close(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_target_closes_while_the_client_is_closing() {
-    let mut target = flooding_target(64 * 1024 * 1024, false).await;
-    let bridge = bridge_to(target.addr, &[]).await;
-    for round in 0..REPEAT {
-        let mut ws = connect(&bridge).await;
-        let shut = within(PATIENCE, "the target's connection", target.shut.recv())
-            .await
-            .unwrap();
-        close_while_blocked(&mut ws).await;
-        shut.notify_one();
-        let read = read_to_the_end(&mut ws).await;
-        let code = code_of(&read);
-        assert!(
-            matches!(code, Some(CloseCode::Library(4000) | CloseCode::Normal)),
-            "round {round}: {code:?}"
-        );
-    }
+    both_close(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

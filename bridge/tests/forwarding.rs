@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use tests::{within, Running, PATIENCE};
+use tests::{bridge_at, within, Running, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -29,18 +29,11 @@ async fn recording_target() -> (SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
     (addr, seen)
 }
 
+/// This package's bridge, trusting 127.0.0.1 as a proxy.
 async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
-    let target = target.to_string();
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &target,
-        "--trusted-proxy",
-        "127.0.0.1",
-    ];
+    let mut args = vec!["--trusted-proxy", "127.0.0.1"];
     args.extend_from_slice(extra);
-    Running::start(env!("CARGO_BIN_EXE_bridge"), &args, &[("RUST_LOG", "info")]).await
+    bridge_at(env!("CARGO_BIN_EXE_bridge"), target, &args).await
 }
 
 /// A connection to the bridge from the loopback address `from`, having

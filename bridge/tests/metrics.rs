@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tests::{
-    http_get, metrics_addr, promtool_check, run_with_input, scrape, scrape_until, within, Running,
-    Scrape, PATIENCE,
+    bridge_at, http_get, metrics_addr, promtool_check, run_with_input, scrape, scrape_until,
+    within, Running, Scrape, PATIENCE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,18 +65,9 @@ async fn target() -> (SocketAddr, JoinHandle<()>) {
 }
 
 async fn bridge(target: SocketAddr, extra: &[&str]) -> (Running, SocketAddr) {
-    let target = target.to_string();
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &target,
-        "--metrics",
-        "127.0.0.1:0",
-    ];
+    let mut args = vec!["--metrics", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let running =
-        Running::start(env!("CARGO_BIN_EXE_bridge"), &args, &[("RUST_LOG", "info")]).await;
+    let running = bridge_at(env!("CARGO_BIN_EXE_bridge"), target, &args).await;
     let metrics = metrics_addr(&running).await;
     (running, metrics)
 }

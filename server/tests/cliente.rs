@@ -7,17 +7,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// This package's own binaries, as cargo built them for these tests.
-fn servidor_exe() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_BIN_EXE_servidor"))
-}
+const SERVIDOR: &str = env!("CARGO_BIN_EXE_servidor");
+const CLIENTE: &str = env!("CARGO_BIN_EXE_cliente");
 
-fn cliente_exe() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_BIN_EXE_cliente"))
-}
-
-/// This package's `servidor` on port 0.
 async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
-    servidor_at(servidor_exe(), args, env).await
+    servidor_at(SERVIDOR, args, env).await
 }
 
 #[tokio::test]
@@ -25,7 +19,7 @@ async fn piped_input_prints_the_tutorial_answer() {
     let server = servidor(&[], &[]).await;
     let port = server.addr.port().to_string();
     let run = run_with_input(
-        cliente_exe(),
+        CLIENTE,
         &["--port", &port],
         "Hola\nñandú straße\r\nq\nno se envía\n".as_bytes(),
     )
@@ -42,7 +36,7 @@ async fn piped_input_prints_the_tutorial_answer() {
 async fn end_of_input_quits_like_q() {
     let server = servidor(&[], &[]).await;
     let port = server.addr.port().to_string();
-    let run = run_with_input(cliente_exe(), &["--port", &port], b"Hola").await;
+    let run = run_with_input(CLIENTE, &["--port", &port], b"Hola").await;
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout, " -> Recibido del servidor: HOLA\n -> \n");
 }
@@ -53,7 +47,7 @@ async fn a_one_mib_answer_is_printed_whole() {
     let port = server.addr.port().to_string();
     let line = "abcdefghijklmnñ".repeat(65_536);
     let input = format!("{line}\nq\n");
-    let run = run_with_input(cliente_exe(), &["--port", &port], input.as_bytes()).await;
+    let run = run_with_input(CLIENTE, &["--port", &port], input.as_bytes()).await;
     assert!(run.status.success(), "{}", run.stderr);
     let expected = format!(" -> Recibido del servidor: {}\n -> ", line.to_uppercase());
     assert!(run.stdout == expected, "the answer was not printed whole");
@@ -66,7 +60,7 @@ async fn no_server_is_a_clear_error() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         listener.local_addr().unwrap().port().to_string()
     };
-    let run = run_with_input(cliente_exe(), &["--port", &port], b"Hola\nq\n").await;
+    let run = run_with_input(CLIENTE, &["--port", &port], b"Hola\nq\n").await;
     assert_eq!(run.status.code(), Some(1));
     assert!(
         run.stderr.starts_with(&format!(
@@ -91,7 +85,7 @@ async fn a_server_gone_mid_conversation_is_a_clear_error() {
         stream.read_until(b'\n', &mut line).await.unwrap();
         stream.get_mut().write_all(b"HOLA\n").await.unwrap();
     });
-    let run = run_with_input(cliente_exe(), &["--port", &port], b"Hola\nadios\nq\n").await;
+    let run = run_with_input(CLIENTE, &["--port", &port], b"Hola\nadios\nq\n").await;
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(run
         .stdout
@@ -115,19 +109,14 @@ async fn a_silent_server_times_out() {
         tokio::time::sleep(PATIENCE).await;
         drop(stream);
     });
-    let run = run_with_input(
-        cliente_exe(),
-        &["--port", &port, "--timeout", "1"],
-        b"Hola\n",
-    )
-    .await;
+    let run = run_with_input(CLIENTE, &["--port", &port, "--timeout", "1"], b"Hola\n").await;
     assert_eq!(run.status.code(), Some(1));
     assert_eq!(run.stderr, "error: el servidor no respondió en 1 s\n");
 }
 
 #[tokio::test]
 async fn help_explains_itself_in_spanish() {
-    let run = run_with_input(cliente_exe(), &["--help"], b"").await;
+    let run = run_with_input(CLIENTE, &["--help"], b"").await;
     assert!(run.status.success());
     for words in [
         "Uso: cliente [OPCIONES]",

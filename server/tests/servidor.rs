@@ -9,17 +9,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// This package's own binaries, as cargo built them for these tests.
-fn servidor_exe() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_BIN_EXE_servidor"))
-}
+const SERVIDOR: &str = env!("CARGO_BIN_EXE_servidor");
+const CLIENTE: &str = env!("CARGO_BIN_EXE_cliente");
 
-fn cliente_exe() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_BIN_EXE_cliente"))
-}
-
-/// This package's `servidor` on port 0.
 async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
-    servidor_at(servidor_exe(), args, env).await
+    servidor_at(SERVIDOR, args, env).await
 }
 
 async fn connect(server: &Running) -> TcpStream {
@@ -34,7 +28,7 @@ async fn connect(server: &Running) -> TcpStream {
 async fn transcript_with_cliente() {
     let server = servidor(&[], &[]).await;
     let port = server.addr.port().to_string();
-    let run = run_with_input(cliente_exe(), &["--port", &port], b"Hola\nq\n").await;
+    let run = run_with_input(CLIENTE, &["--port", &port], b"Hola\nq\n").await;
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout, " -> Recibido del servidor: HOLA\n -> ");
 
@@ -321,7 +315,7 @@ async fn shutdown_delivers_what_is_already_transformed() {
 #[tokio::test]
 async fn accept_errors_are_retried_not_fatal() {
     // Few descriptors: accepting more clients fails with EMFILE.
-    let script = format!("ulimit -n 24 && exec {} --port 0", servidor_exe().display());
+    let script = format!("ulimit -n 24 && exec {} --port 0", SERVIDOR);
     let server = Running::start("bash", &["-c", &script], &[]).await;
     let mut crowd = Vec::new();
     for _ in 0..30 {
@@ -342,7 +336,7 @@ async fn accept_errors_are_retried_not_fatal() {
 async fn a_port_in_use_is_a_clear_error() {
     let server = servidor(&[], &[]).await;
     let port = server.addr.port().to_string();
-    let run = run_with_input(servidor_exe(), &["--port", &port], b"").await;
+    let run = run_with_input(SERVIDOR, &["--port", &port], b"").await;
     assert_eq!(run.status.code(), Some(1));
     assert!(
         run.stderr.starts_with(&format!(
@@ -355,7 +349,7 @@ async fn a_port_in_use_is_a_clear_error() {
 
 #[tokio::test]
 async fn help_explains_itself_in_spanish() {
-    let run = run_with_input(servidor_exe(), &["--help"], b"").await;
+    let run = run_with_input(SERVIDOR, &["--help"], b"").await;
     assert!(run.status.success());
     for words in [
         "Uso: servidor [OPCIONES]",
@@ -366,7 +360,7 @@ async fn help_explains_itself_in_spanish() {
     ] {
         assert!(run.stdout.contains(words), "{words:?} in {}", run.stdout);
     }
-    let run = run_with_input(servidor_exe(), &["--port", "abc"], b"").await;
+    let run = run_with_input(SERVIDOR, &["--port", "abc"], b"").await;
     assert_eq!(run.status.code(), Some(2));
     assert!(
         run.stderr.contains("valor no válido «abc»"),

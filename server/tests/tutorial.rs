@@ -3,17 +3,11 @@
 use tests::*;
 
 /// This package's own binaries, as cargo built them for these tests.
-fn servidor_exe() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_BIN_EXE_servidor"))
-}
+const SERVIDOR: &str = env!("CARGO_BIN_EXE_servidor");
+const CLIENTE: &str = env!("CARGO_BIN_EXE_cliente");
 
-fn cliente_exe() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_BIN_EXE_cliente"))
-}
-
-/// This package's `servidor` on port 0.
 async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
-    servidor_at(servidor_exe(), args, env).await
+    servidor_at(SERVIDOR, args, env).await
 }
 
 const PYTHON: &str = "python3";
@@ -23,7 +17,7 @@ async fn cliente_talks_to_the_tutorial_servidor_py() {
     let script = tutorial_program("servidor.py");
     let server = Running::start(PYTHON, &["-u", script.to_str().unwrap(), "0"], &[]).await;
     let port = server.addr.port().to_string();
-    let run = run_with_input(cliente_exe(), &["--port", &port], b"Hola\nq\n").await;
+    let run = run_with_input(CLIENTE, &["--port", &port], b"Hola\nq\n").await;
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout, " -> Recibido del servidor: HOLA\n -> ");
 

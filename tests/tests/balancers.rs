@@ -18,6 +18,7 @@ use tests::*;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -244,6 +245,21 @@ async fn open_sessions(web: SocketAddr, count: usize) -> Vec<(u8, Ws)> {
     sessions
 }
 
+/// Waits up to 1.5 s for `ws` to be closed: its close frame if it was;
+/// otherwise `None`, once a round trip shows it is still served. Anything
+/// else (an error, data, an end without a close) fails the test.
+async fn closed_or_still_served(host: u8, ws: &mut Ws) -> Option<CloseFrame> {
+    match tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
+        Err(_quiet) => {
+            let answer = round_trip(ws, "sigo").await.expect("still served");
+            assert_eq!(answer, "SIGO\n");
+            None
+        }
+        Ok(Some(Ok(Message::Close(Some(frame))))) => Some(frame),
+        Ok(other) => panic!("127.0.0.{host}: {other:?} instead of a close"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_spreads_200_sessions_and_servidor_logs_each_browser() {
     let system = system(Kind::Haproxy, &[], "60s").await;
@@ -277,24 +293,15 @@ async fn a_rolling_restart_behind_haproxy_moves_sessions_cleanly() {
     let web = system.web;
     let watching = sessions.into_iter().map(|(host, mut ws)| {
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
-                // Not on the stopped bridge: it sees nothing, and still works.
-                Err(_quiet) => {
-                    let answer = round_trip(&mut ws, "sigo").await.expect("still served");
-                    assert_eq!(answer, "SIGO\n");
-                    None
-                }
-                Ok(Some(Ok(Message::Close(Some(frame))))) => {
-                    assert_eq!(frame.code, CloseCode::Away, "{host}");
-                    let closed_after = signalled.elapsed();
-                    // Reconnects through the balancer, to the other bridge.
-                    let mut again = session_from(web, host).await.expect("a new session");
-                    let answer = round_trip(&mut again, "otra vez").await.expect("served");
-                    assert_eq!(answer, "OTRA VEZ\n");
-                    Some(closed_after)
-                }
-                Ok(other) => panic!("127.0.0.{host}: {other:?} instead of a close 1001"),
-            }
+            // Not on the stopped bridge: it sees nothing, and still works.
+            let frame = closed_or_still_served(host, &mut ws).await?;
+            assert_eq!(frame.code, CloseCode::Away, "{host}");
+            let closed_after = signalled.elapsed();
+            // Reconnects through the balancer, to the other bridge.
+            let mut again = session_from(web, host).await.expect("a new session");
+            let answer = round_trip(&mut again, "otra vez").await.expect("served");
+            assert_eq!(answer, "OTRA VEZ\n");
+            Some(closed_after)
         })
     });
     let outcomes = within(
@@ -333,22 +340,15 @@ async fn killing_one_servidor_ends_only_its_sessions_and_new_ones_go_to_the_othe
 
     let watching = sessions.into_iter().map(|(host, mut ws)| {
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
-                Err(_quiet) => {
-                    let answer = round_trip(&mut ws, "sigo").await.expect("still served");
-                    assert_eq!(answer, "SIGO\n");
-                    false
-                }
-                Ok(Some(Ok(Message::Close(Some(frame))))) => {
-                    assert!(
-                        matches!(frame.code, CloseCode::Normal | CloseCode::Error),
-                        "127.0.0.{host}: {frame:?}"
-                    );
-                    assert!(!frame.reason.is_empty(), "127.0.0.{host}: no reason");
-                    true
-                }
-                Ok(other) => panic!("127.0.0.{host}: {other:?} instead of a close"),
-            }
+            let Some(frame) = closed_or_still_served(host, &mut ws).await else {
+                return false;
+            };
+            assert!(
+                matches!(frame.code, CloseCode::Normal | CloseCode::Error),
+                "127.0.0.{host}: {frame:?}"
+            );
+            assert!(!frame.reason.is_empty(), "127.0.0.{host}: no reason");
+            true
         })
     });
     let ended = within(
