@@ -390,19 +390,6 @@ async fn a_half_sent_handshake_is_dropped() {
     assert!(closed.is_ok(), "still open after 5 s");
 }
 
-/// A client that completes the WebSocket handshake, then neither reads
-/// nor answers anything.
-async fn silent_websocket(bridge: &Running) -> TcpStream {
-    let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        bridge.addr
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream
-}
-
 #[tokio::test]
 async fn a_dead_client_is_pinged_then_dropped() {
     let bridge = bridge_to(servidor_in_process().await, &["--ping-interval", "1"]).await;
@@ -421,7 +408,7 @@ async fn a_dead_client_is_pinged_then_dropped() {
     assert!(matches!(ping, Some(Message::Ping(_))), "{ping:?}");
 
     // A dead one: a handshake, then silence.
-    let mut dead = silent_websocket(&bridge).await;
+    let mut dead = silent_websocket(bridge.addr).await;
     bridge
         .wait_for_log("el cliente no respondió al ping en 1 s")
         .await;
@@ -463,7 +450,7 @@ async fn a_client_that_stops_reading_is_dropped_and_its_target_closed() {
     .await;
     let bridge = bridge_to(target, &["--write-timeout", "1"]).await;
     // A handshake, then nothing read, ever.
-    let _stuck = silent_websocket(&bridge).await;
+    let _stuck = silent_websocket(bridge.addr).await;
     bridge.wait_for_log("el cliente no leyó nada en 1 s").await;
     let sent = within(PATIENCE, "the target let go", closed_rx)
         .await
@@ -494,7 +481,7 @@ async fn while_draining_health_and_upgrades_get_503_and_the_bridge_exits_within_
     )
     .await;
     // A client that never answers the bridge's Close keeps a session open.
-    let _silent = silent_websocket(&bridge).await;
+    let _silent = silent_websocket(bridge.addr).await;
     bridge.wait_for_log("sesión abierta").await;
     let (head, _) = http_get(bridge.addr, "/healthz", &[]).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");

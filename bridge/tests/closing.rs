@@ -30,15 +30,7 @@ async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
 }
 
 async fn connect(bridge: &Running) -> Ws {
-    let url = format!("ws://{}/ws", bridge.addr);
-    within(
-        PATIENCE,
-        "the handshake",
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .expect("the upgrade")
-    .0
+    tests::websocket(bridge.addr).await
 }
 
 /// A stand-in target that floods every connection.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tests::{
     bridge_at, http_get, metrics_addr, promtool_check, run_with_input, scrape, scrape_until,
-    within, Running, Scrape, PATIENCE,
+    silent_websocket, within, Running, Scrape, PATIENCE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -73,15 +73,7 @@ async fn bridge(target: SocketAddr, extra: &[&str]) -> (Running, SocketAddr) {
 }
 
 async fn connect(bridge: &Running) -> Ws {
-    let url = format!("ws://{}/ws", bridge.addr);
-    within(
-        PATIENCE,
-        "the handshake",
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .expect("the upgrade")
-    .0
+    tests::websocket(bridge.addr).await
 }
 
 /// The next data message, skipping pings.
@@ -107,19 +99,6 @@ async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
 /// Close goes out (tungstenite sends it on the next read).
 async fn finish(ws: &mut Ws) {
     while let Some(Ok(_)) = within(PATIENCE, "the end", ws.next()).await {}
-}
-
-/// A client that sends an upgrade request and then nothing at all: it
-/// answers no ping and reads nothing.
-async fn silent_websocket(bridge: &Running) -> TcpStream {
-    let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        bridge.addr
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream
 }
 
 /// The HTTP status of an upgrade the bridge refuses.
@@ -341,7 +320,7 @@ async fn bad_requests_timeouts_the_limit_and_stopping_are_counted() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 
     // A silent session takes the only place: the next upgrade gets 503.
-    let _silent = silent_websocket(&bridge).await;
+    let _silent = silent_websocket(bridge.addr).await;
     scrape_until(metrics, "the silent session open", |scrape| {
         scrape.value("bridge_sessions_open", &[]) == 1.0
     })
@@ -370,7 +349,7 @@ async fn bad_requests_timeouts_the_limit_and_stopping_are_counted() {
 
     // Stopping: a session that does not answer the 1001 keeps the drain
     // going for --close-grace, and meanwhile upgrades get 503.
-    let _lingering = silent_websocket(&bridge).await;
+    let _lingering = silent_websocket(bridge.addr).await;
     scrape_until(metrics, "the lingering session open", |scrape| {
         scrape.value("bridge_sessions_open", &[]) == 1.0
     })

@@ -136,6 +136,33 @@ pub async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
     bridge_at(bridge_exe(), target, extra).await
 }
 
+/// A WebSocket session with the bridge at `addr` (`ws://addr/ws`).
+pub async fn websocket(
+    addr: SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    let url = format!("ws://{addr}/ws");
+    within(
+        PATIENCE,
+        "the handshake",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("the upgrade")
+    .0
+}
+
+/// A client of the bridge at `addr` that sends its upgrade request, then
+/// nothing at all: it answers no ping and reads nothing.
+pub async fn silent_websocket(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
 /// The tutorial's own Python programs (`servidor.py`, `cliente.py`).
 pub fn tutorial_program(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
