@@ -24,7 +24,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use server::accept::Acceptor;
-use server::proxy_protocol::{client_address, Presence, TrustedProxies};
+use server::proxy_protocol::{client_address, Presence, TrustedProxies, HEADER_DEADLINE};
 
 use crate::config::Config;
 use crate::metrics::{BridgeMetrics, Refusal};
@@ -92,8 +92,14 @@ async fn serve_connections(
         let metrics = Arc::clone(&metrics);
         connections.spawn(async move {
             let _permit = accepted.permit;
-            let Some(info) =
-                connection_info(accepted.stream, accepted.peer, &trusted, tls.is_some()).await
+            let Some(info) = connection_info(
+                accepted.stream,
+                accepted.peer,
+                &trusted,
+                tls.is_some(),
+                handshake_timeout,
+            )
+            .await
             else {
                 return;
             };
@@ -131,13 +137,16 @@ async fn connection_info(
     peer: SocketAddr,
     trusted: &TrustedProxies,
     tls: bool,
+    handshake_timeout: Duration,
 ) -> Option<(TcpStream, ConnectionInfo)> {
     // Answers are small writes: Nagle must not hold them; failing to set it
     // costs latency only.
     if let Err(error) = stream.set_nodelay(true) {
         debug!("TCP_NODELAY no se pudo activar con {peer}: {error}");
     }
-    let client = match client_address(&mut stream, peer, trusted, Presence::Optional).await {
+    let within = HEADER_DEADLINE.min(handshake_timeout);
+    let client = match client_address(&mut stream, peer, trusted, Presence::Optional, within).await
+    {
         Ok(client) => client,
         Err(refused) => {
             warn!("conexión rechazada desde {peer}: {refused}");

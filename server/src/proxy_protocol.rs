@@ -21,8 +21,8 @@ use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout_at, Instant};
 
-/// How long a trusted proxy has to send its whole header: a few seconds,
-/// within every handshake timeout.
+/// How long a trusted proxy has to send its whole header, unless a shorter
+/// handshake timeout applies: a few seconds.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The longest header read: a v1 header is at most 107 bytes, and a v2
@@ -154,17 +154,19 @@ pub enum HeaderError {
 }
 
 /// Who connected from `peer`: read from its PROXY header if `peer` is a
-/// trusted proxy (consuming exactly the header), or `peer` itself.
+/// trusted proxy (consuming exactly the header, within `within`), or
+/// `peer` itself.
 pub async fn client_address(
     stream: &mut TcpStream,
     peer: SocketAddr,
     trusted: &TrustedProxies,
     presence: Presence,
+    within: Duration,
 ) -> Result<ClientAddress, HeaderError> {
     if !trusted.trusts(peer.ip()) {
         return Ok(ClientAddress::direct(peer));
     }
-    let announced = read_header(stream, presence, HEADER_DEADLINE).await?;
+    let announced = read_header(stream, presence, within).await?;
     Ok(match announced {
         Some(client) => ClientAddress {
             client,

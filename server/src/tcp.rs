@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use crate::accept::Acceptor;
 use crate::console::{describe_io, preview};
-use crate::proxy_protocol::{client_address, Presence, TrustedProxies};
+use crate::proxy_protocol::{client_address, Presence, TrustedProxies, HEADER_DEADLINE};
 use crate::upcase::Upcase;
 
 use self::metrics::OpenConnection;
@@ -273,17 +273,24 @@ struct Connection {
 impl Connection {
     async fn run(mut self) {
         let trusted = &self.config.trusted_proxies;
-        let client =
-            match client_address(&mut self.stream, self.peer, trusted, Presence::Required).await {
-                Ok(client) => client,
-                Err(refused) => {
-                    warn!(
-                        "[#{}] Conexión rechazada desde {}: {refused}",
-                        self.id, self.peer
-                    );
-                    return;
-                }
-            };
+        let client = match client_address(
+            &mut self.stream,
+            self.peer,
+            trusted,
+            Presence::Required,
+            HEADER_DEADLINE,
+        )
+        .await
+        {
+            Ok(client) => client,
+            Err(refused) => {
+                warn!(
+                    "[#{}] Conexión rechazada desde {}: {refused}",
+                    self.id, self.peer
+                );
+                return;
+            }
+        };
         info!("[#{}] Conexión desde: {client}", self.id);
         // Answers are written as soon as they are ready; Nagle would hold a
         // small one back while an earlier segment awaits its ACK.
