@@ -6,6 +6,7 @@
 
 mod echo;
 mod peers;
+mod relay;
 mod report;
 mod scenarios;
 
@@ -75,6 +76,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// A minimal TCP relay (one task per direction, 16 KiB reads): the floor
+    /// of one user-space hop, which the main run puts in front of servidor.
+    /// Prints its address first.
+    RelayTcp {
+        /// Address and port to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Where to relay every connection to.
+        #[arg(long)]
+        target: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +97,9 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Command::EchoTcp { listen }) => runtime.block_on(echo::tcp(&listen)),
         Some(Command::EchoWs { listen }) => runtime.block_on(echo::websocket(&listen)),
+        Some(Command::RelayTcp { listen, target }) => {
+            runtime.block_on(relay::tcp(&listen, &target))
+        }
         None => runtime.block_on(run(args)),
     }
 }
