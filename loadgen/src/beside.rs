@@ -26,6 +26,14 @@ use crate::tree;
 /// Bytes per WebSocket message of a stream: the chunk the TCP stream writes.
 const MESSAGE: usize = 64 * 1024;
 
+/// What websockify 0.13 holds at once in its default mode. Each session's
+/// process waits with `select`, which takes no descriptor above 1023, and
+/// the listening process keeps two pipes for every live child
+/// (`multiprocessing`'s), which the next child inherits: past about 510
+/// sessions a new one's sockets are above 1023, it fails with "filedescriptor
+/// out of range in select()" in its log, and the client sees a reset.
+const WEBSOCKIFY_MAX_SESSIONS: usize = 500;
+
 /// How to start one of the peers (the idle-memory measurement starts each
 /// afresh, so that its baseline is a process that has served no one yet).
 #[derive(Debug, Clone)]
@@ -44,6 +52,14 @@ impl Recipe {
             Recipe::Bridge(_) => "bridge",
             Recipe::Websocat(_) => "websocat",
             Recipe::Websockify(_) => "websockify",
+        }
+    }
+
+    /// The most sessions it can hold at once, if it has a limit.
+    fn max_sessions(&self) -> Option<usize> {
+        match self {
+            Recipe::Websockify(_) => Some(WEBSOCKIFY_MAX_SESSIONS),
+            _ => None,
         }
     }
 
@@ -192,6 +208,14 @@ impl Beside {
     ) -> anyhow::Result<()> {
         for (recipe, running) in &self.peers {
             let peer = &running.peer;
+            if let Some(most) = recipe.max_sessions().filter(|&most| connections > most) {
+                let why = format!(
+                    "at {connections} sessions: it holds at most about {most} at once \
+                     (its processes wait with select(), which takes no descriptor above 1023)"
+                );
+                report.not_measured(&peer.name, &why);
+                continue;
+            }
             let result =
                 scenarios::request_response(peer, recipe.link(), connections, duration).await?;
             report.requests(&peer.name, connections, result);
@@ -209,6 +233,7 @@ impl Beside {
                 Recipe::Websockify(_) => counts.websockify,
                 _ => counts.sessions,
             };
+            let count = recipe.max_sessions().map_or(count, |most| count.min(most));
             let running = recipe.start(self.target).await?;
             let (before, after) = idle(&running.peer, recipe.link(), count).await?;
             eprintln!(

@@ -47,8 +47,9 @@ pub async fn start_websocat(program: &Path, target: SocketAddr) -> anyhow::Resul
 /// process model: one process forked per connection (`multiprocessing` with
 /// the fork start method), so its CPU and memory are counted over the tree
 /// (see `tree`). Its `--libserver` mode (a thread per connection in one
-/// process) waits with `select`, which cannot take descriptors above 1023,
-/// so it could not hold 1,000 sessions, let alone the idle ones.
+/// process) waits with `select` too, which cannot take descriptors above
+/// 1023, with two per session in one process: it holds no more sessions
+/// than this mode's about 500 (see `beside::WEBSOCKIFY_MAX_SESSIONS`).
 ///
 /// It takes clients with or without the `binary` subprotocol, but closes
 /// with 1003 on a text message: loadgen's client sends it binary ones.

@@ -62,10 +62,14 @@ impl Report {
             .push((name.to_string(), count, before, after));
     }
 
-    /// Notes a peer that is not measured in this run, and why.
+    /// Notes a peer not measured in this run (or in part of it), and why;
+    /// once, however many rounds say it.
     pub fn not_measured(&mut self, name: &str, why: &str) {
-        eprintln!("{name}: not measured: {why}");
-        self.not_measured.push((name.to_string(), why.to_string()));
+        let note = (name.to_string(), why.to_string());
+        if !self.not_measured.contains(&note) {
+            eprintln!("{name}: not measured: {why}");
+            self.not_measured.push(note);
+        }
     }
 
     /// The tables.
