@@ -25,10 +25,10 @@ const STARTUP: Duration = Duration::from_secs(20);
 ///
 /// `--text` so that it answers in text messages, as the bridge answers a
 /// client that sends text (loadgen's client does); `--no-line` because with
-/// `--text` websocat otherwise inserts its line mode, which would cut and
-/// join messages at newlines and add a newline to a message without one
-/// (`--dump-spec` shows `Message2Line`/`Line2Message` without it). `-q`:
-/// no diagnostics. Its other settings are its defaults (64 KiB buffers).
+/// `--text` websocat otherwise inserts its line mode (`--dump-spec` shows
+/// `Message2Line`/`Line2Message`), which changes the bytes: a message
+/// `a\nb\n` reaches the target as `a b\n`, and `abc` as `abc\n`. `-q`: no
+/// diagnostics. Its other settings are its defaults (64 KiB buffers).
 pub async fn start_websocat(program: &Path, target: SocketAddr) -> anyhow::Result<Peer> {
     let port = free_port()?;
     let mut command = Command::new(program);
