@@ -1,13 +1,18 @@
 //! `loadgen`: measures `servidor` and `bridge` against a bare tokio echo
-//! server (the ceiling) started in the same run, checking every reply.
+//! server (the ceiling) started in the same run, checking every reply, and
+//! the bridge beside its peers (websocat, websockify, a minimal relay).
 //!
 //! Numbers move on shared machines, so every figure is printed beside its
 //! ceiling and as a ratio. See BENCHMARKS.md for the command and results.
 
+mod beside;
 mod echo;
+mod outside;
 mod peers;
+mod relay;
 mod report;
 mod scenarios;
+mod tree;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::beside::{Beside, IdleCounts};
 use crate::peers::Peer;
 use crate::report::Report;
 use crate::scenarios::Link;
@@ -53,10 +59,25 @@ struct Args {
     #[arg(long, default_value_t = 5_000)]
     idle_ws: usize,
 
+    /// Idle WebSocket sessions held on websockify, which forks a process
+    /// for each (the bridge, websocat and the relay hold --idle-ws).
+    #[arg(long, default_value_t = 500)]
+    idle_websockify: usize,
+
     /// Folder holding the release binaries servidor and bridge (default:
     /// beside this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+
+    /// websocat, to measure beside the bridge (scripts/bench installs it);
+    /// without it websocat is reported as not measured.
+    #[arg(long, value_name = "PATH")]
+    websocat: Option<PathBuf>,
+
+    /// websockify, to measure beside the bridge (scripts/bench installs it);
+    /// without it websockify is reported as not measured.
+    #[arg(long, value_name = "PATH")]
+    websockify: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +96,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// A minimal TCP relay (one task per direction, 16 KiB reads): the floor
+    /// of one user-space hop, which the main run puts in front of servidor.
+    /// Prints its address first.
+    RelayTcp {
+        /// Address and port to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Where to relay every connection to.
+        #[arg(long)]
+        target: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +117,9 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Command::EchoTcp { listen }) => runtime.block_on(echo::tcp(&listen)),
         Some(Command::EchoWs { listen }) => runtime.block_on(echo::websocket(&listen)),
+        Some(Command::RelayTcp { listen, target }) => {
+            runtime.block_on(relay::tcp(&listen, &target))
+        }
         None => runtime.block_on(run(args)),
     }
 }
@@ -106,7 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         usize,
         &[usize],
     ) = if args.quick {
-        (16 << 20, 0.3, 2, 100, 50, &[1, 10])
+        (4 << 20, 0.3, 2, 100, 50, &[1, 10])
     } else {
         (
             args.stream_mib << 20,
@@ -116,6 +151,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.idle_ws,
             &[1, 50, 1000],
         )
+    };
+    let idle_beside = IdleCounts {
+        sessions: idle_ws,
+        websockify: if args.quick { 10 } else { args.idle_websockify },
     };
     let duration = Duration::from_secs_f64(seconds);
     let mut report = Report::default();
@@ -129,13 +168,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &["--listen", "127.0.0.1:0", "--target", &target],
     )
     .await?;
+    let beside = Beside::start(
+        &bin_dir,
+        servidor.addr,
+        args.websocat.as_deref(),
+        args.websockify.as_deref(),
+        &mut report,
+    )
+    .await?;
 
     for round in 1..=rounds {
         eprintln!("round {round} of {rounds}");
+        // A quick run checks correctness only: the peers once are enough.
+        let with_peers = !args.quick || round == 1;
         // 1. One connection streaming.
         for (peer, upper) in [(&echo, false), (&servidor, true)] {
             let streamed = scenarios::stream(peer, stream_bytes, upper).await?;
             report.stream(&peer.name, stream_bytes, streamed);
+        }
+        if with_peers {
+            beside.streams(&mut report, &bridge, stream_bytes).await?;
         }
 
         // 2. Request/response, 64-byte lines, direct TCP and through the
@@ -149,6 +201,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let result = scenarios::request_response(peer, link, connections, duration).await?;
                 report.requests(&peer.name, connections, result);
             }
+            if with_peers {
+                beside.requests(&mut report, connections, duration).await?;
+            }
+        }
+
+        // Idle sessions: memory on fresh processes of the bridge and its
+        // peers.
+        if with_peers {
+            beside.idle(&mut report, idle_beside).await?;
         }
     }
 

@@ -1,5 +1,6 @@
 //! The servers under measurement, each in its own process so that its
-//! resident memory can be read: the echo ceiling, `servidor`, `bridge`.
+//! resident memory can be read: the echo ceiling, `servidor`, `bridge`, the
+//! relay, and websocat and websockify (started by `outside`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -41,6 +42,32 @@ impl Peer {
         .await
     }
 
+    /// Starts this same program as the minimal TCP relay in front of
+    /// `target`: the cost floor of one user-space hop.
+    pub async fn start_relay(target: &str) -> anyhow::Result<Peer> {
+        let me = std::env::current_exe()?;
+        Self::spawn(
+            "relay",
+            Command::new(me).args(["relay-tcp", "--listen", "127.0.0.1:0", "--target", target]),
+        )
+        .await
+    }
+
+    /// A peer started elsewhere (one that cannot print its address), that
+    /// listens on `addr`.
+    pub fn adopt(name: &str, addr: SocketAddr, child: Child) -> Peer {
+        Peer {
+            name: name.to_string(),
+            addr,
+            child,
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the process has ended")
+    }
+
     async fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Peer> {
         let mut child = command
             .env("RUST_LOG", "warn")
@@ -70,28 +97,11 @@ impl Peer {
         })
     }
 
-    /// CPU time the process has used so far, user and system, all threads,
-    /// in seconds (Linux).
+    /// CPU time the process and its descendants have used so far, user and
+    /// system, all threads, in seconds (Linux). websockify forks a process
+    /// per connection; the others have no children, so this is their own.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let pid = self.child.id().context("the process has ended")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // The fields after the command name (which may hold spaces) start
-        // at field 3; utime and stime are fields 14 and 15, in clock ticks
-        // of 1/100 s (USER_HZ, fixed at 100 in Linux's interface).
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("no command name in /proc/…/stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks = |field: usize| -> anyhow::Result<f64> {
-            let value: u64 = fields
-                .get(field - 3)
-                .context("/proc/…/stat is too short")?
-                .parse()?;
-            Ok(value as f64)
-        };
-        Ok((ticks(14)? + ticks(15)?) / 100.0)
+        crate::tree::cpu_seconds(self.pid()?)
     }
 
     /// Resident memory, in bytes (Linux).

@@ -6,11 +6,14 @@
 //! the other, a ratio is taken within each round, and the table shows the
 //! median of those ratios with their spread.
 
+mod beside;
+
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
 use crate::scenarios::{Requests, Streamed};
+use crate::tree::Memory;
 
 /// The name of the ceiling's results.
 const CEILING: &str = "echo";
@@ -21,6 +24,11 @@ pub struct Report {
     streams: Vec<(String, u64, Streamed)>,
     requests: Vec<(String, usize, Requests)>,
     idles: Vec<(String, usize, (u64, u64))>,
+    /// Idle sessions on the bridge and its peers, one entry per round: the
+    /// process tree's memory before and with them.
+    tree_idles: Vec<(String, usize, Memory, Memory)>,
+    /// Peers not measured, and why.
+    not_measured: Vec<(String, String)>,
 }
 
 impl Report {
@@ -48,12 +56,29 @@ impl Report {
         self.idles.push((name.to_string(), count, before_after));
     }
 
+    /// Notes one round's idle sessions on a peer's process tree.
+    pub fn idle_tree(&mut self, name: &str, count: usize, before: Memory, after: Memory) {
+        self.tree_idles
+            .push((name.to_string(), count, before, after));
+    }
+
+    /// Notes a peer not measured in this run (or in part of it), and why;
+    /// once, however many rounds say it.
+    pub fn not_measured(&mut self, name: &str, why: &str) {
+        let note = (name.to_string(), why.to_string());
+        if !self.not_measured.contains(&note) {
+            eprintln!("{name}: not measured: {why}");
+            self.not_measured.push(note);
+        }
+    }
+
     /// The tables.
     pub fn render(&self) -> String {
         let mut out = String::new();
         self.render_streams(&mut out);
         self.render_requests(&mut out);
         self.render_idles(&mut out);
+        self.render_beside(&mut out);
         out
     }
 

@@ -16,9 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::peers::Peer;
 
 /// The longest any one reply may take before the run fails.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub const PATIENCE: Duration = Duration::from_secs(30);
 /// The request/response line: 63 bytes and its newline.
-const LINE: &[u8; 64] = b"hola, servidor: 0123456789 abcdefghijklmnopqrstuvwxyz ~ tema 12\n";
+pub const LINE: &[u8; 64] = b"hola, servidor: 0123456789 abcdefghijklmnopqrstuvwxyz ~ tema 12\n";
 
 /// How a client reaches the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,15 +27,23 @@ pub enum Link {
     Tcp,
     /// A WebSocket to the bridge's `/ws`, text messages.
     WebSocket,
+    /// A WebSocket, binary messages: websockify closes on a text message.
+    WebSocketBinary,
 }
 
 /// Prints `label: n/total` to stderr about once a second until dropped.
-struct Progress {
+pub struct Progress {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Progress {
-    fn start(label: String, done: Arc<AtomicU64>, total: Option<u64>, unit: &'static str) -> Self {
+    /// Starts printing.
+    pub fn start(
+        label: String,
+        done: Arc<AtomicU64>,
+        total: Option<u64>,
+        unit: &'static str,
+    ) -> Self {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             loop {
@@ -142,34 +150,41 @@ pub struct Requests {
     pub per_second: f64,
     /// Latencies in microseconds.
     pub latency: Histogram<u64>,
+    /// CPU seconds the server process (and its children) used while the
+    /// clients were sending, connections and handshakes left out.
+    pub cpu_seconds: f64,
 }
 
 /// One client that sends a line and waits for its answer, over and over.
-enum Client {
+pub enum Client {
+    /// The connection and its read buffer.
     Tcp(TcpStream, Vec<u8>),
+    /// The session and whether it sends binary messages.
     WebSocket(
         Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
+        bool,
     ),
 }
 
 impl Client {
-    async fn connect(peer: &Peer, link: Link) -> anyhow::Result<Client> {
+    /// Connects (and completes the WebSocket handshake).
+    pub async fn connect(peer: &Peer, link: Link) -> anyhow::Result<Client> {
         Ok(match link {
             Link::Tcp => {
                 let stream = TcpStream::connect(peer.addr).await?;
                 stream.set_nodelay(true)?;
                 Client::Tcp(stream, Vec::with_capacity(256))
             }
-            Link::WebSocket => {
+            Link::WebSocket | Link::WebSocketBinary => {
                 let url = format!("ws://{}/ws", peer.addr);
                 let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-                Client::WebSocket(Box::new(ws))
+                Client::WebSocket(Box::new(ws), link == Link::WebSocketBinary)
             }
         })
     }
 
     /// Sends `line` and reads up to the answer's newline.
-    async fn round_trip(&mut self, line: &[u8], answer: &mut Vec<u8>) -> anyhow::Result<()> {
+    pub async fn round_trip(&mut self, line: &[u8], answer: &mut Vec<u8>) -> anyhow::Result<()> {
         answer.clear();
         match self {
             Client::Tcp(stream, buffer) => {
@@ -184,9 +199,13 @@ impl Client {
                     }
                 }
             }
-            Client::WebSocket(ws) => {
-                let text = std::str::from_utf8(line)?;
-                ws.send(Message::text(text)).await?;
+            Client::WebSocket(ws, binary) => {
+                let message = if *binary {
+                    Message::binary(line.to_vec())
+                } else {
+                    Message::text(std::str::from_utf8(line)?)
+                };
+                ws.send(message).await?;
                 loop {
                     match ws.next().await.context("the bridge closed the session")?? {
                         Message::Text(text) => answer.extend_from_slice(text.as_bytes()),
@@ -227,6 +246,7 @@ pub async fn request_response(
         None,
         "round trips",
     );
+    let cpu_before = peer.cpu_seconds()?;
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = clients
@@ -247,19 +267,27 @@ pub async fn request_response(
                     latency.saturating_record(micros);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                anyhow::Ok(latency)
+                // Handed back open: a server that forks per connection
+                // (websockify) must not lose children while its CPU is read.
+                anyhow::Ok((latency, client))
             })
         })
         .collect();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut open = Vec::with_capacity(connections);
     for task in tasks {
-        latency.add(task.await??)?;
+        let (mine, client) = task.await??;
+        latency.add(mine)?;
+        open.push(client);
     }
     let elapsed = started.elapsed();
+    let cpu_seconds = peer.cpu_seconds()? - cpu_before;
+    drop(open);
     drop(progress);
     Ok(Requests {
         per_second: latency.len() as f64 / elapsed.as_secs_f64(),
         latency,
+        cpu_seconds,
     })
 }
 
@@ -293,9 +321,10 @@ pub async fn idle(peer: &Peer, link: Link, count: usize) -> anyhow::Result<(u64,
     Ok((before, after))
 }
 
-fn link_name(link: Link) -> &'static str {
+pub fn link_name(link: Link) -> &'static str {
     match link {
         Link::Tcp => "TCP",
         Link::WebSocket => "WebSocket",
+        Link::WebSocketBinary => "WebSocket (binary)",
     }
 }
