@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::peers::WITH_METRICS;
 use crate::scenarios::{Requests, Streamed};
 
 /// The name of the ceiling's results.
@@ -53,8 +54,111 @@ impl Report {
         let mut out = String::new();
         self.render_streams(&mut out);
         self.render_requests(&mut out);
+        self.render_metrics_cost(&mut out);
         self.render_idles(&mut out);
         out
+    }
+
+    /// Each server with `--metrics` against itself without, within each
+    /// round (only if measured: `--with-metrics`).
+    fn render_metrics_cost(&self, out: &mut String) {
+        let groups = distinct(
+            self.requests
+                .iter()
+                .map(|(name, connections, _)| (name.as_str(), *connections)),
+        );
+        let measured: Vec<(&str, &str, usize)> = groups
+            .iter()
+            .filter_map(|&(name, connections)| {
+                Some((name.strip_suffix(WITH_METRICS)?, name, connections))
+            })
+            .collect();
+        if measured.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\n### With --metrics against without\n");
+        let _ = writeln!(
+            out,
+            "| connections | server | req/s without (median) | req/s with (median) \
+             | with / without (median) | with / without (range) | p99 with / without (median) \
+             | CPU µs per round trip without / with (median) | with / without (median) | with / without (range) |"
+        );
+        let _ = writeln!(
+            out,
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for (off_name, on_name, connections) in measured {
+            let off = self.rounds_of(off_name, connections);
+            let on = self.rounds_of(on_name, connections);
+            let rates = |rounds: &[&Requests]| -> Vec<f64> {
+                rounds.iter().map(|r| r.per_second).collect()
+            };
+            let p99s = |rounds: &[&Requests]| -> Vec<f64> {
+                rounds.iter().map(|r| quantile(&r.latency, 0.99)).collect()
+            };
+            let cpus = |rounds: &[&Requests]| -> Vec<f64> {
+                rounds.iter().map(|r| r.cpu_micros).collect()
+            };
+            let ratios = per_round(&rates(&on), &rates(&off), |on, off| on / off);
+            let p99_ratios = per_round(&p99s(&on), &p99s(&off), |on, off| on / off);
+            // Above 100 %: counting costs CPU. Zero where a short run used
+            // less than the kernel's 10 ms tick.
+            let cpu_ratios = per_round(&cpus(&on), &cpus(&off), |on, off| {
+                if on > 0.0 && off > 0.0 {
+                    on / off
+                } else {
+                    f64::NAN
+                }
+            });
+            let _ = writeln!(
+                out,
+                "| {connections} | {off_name} | {:.0} | {:.0} | {} | {} | {:.2}× | {:.1} / {:.1} | {} | {} |",
+                median(&rates(&off)),
+                median(&rates(&on)),
+                percent(median(&ratios)),
+                spread(&ratios, percent),
+                median(&p99_ratios),
+                median(&cpus(&off)),
+                median(&cpus(&on)),
+                percent(median(&cpu_ratios)),
+                spread(&cpu_ratios, percent),
+            );
+        }
+        let streamed = |name: &str, figure: fn(&Streamed) -> f64| -> Vec<f64> {
+            self.streams
+                .iter()
+                .filter(|(n, _, _)| n == name)
+                .map(|(_, _, streamed)| figure(streamed))
+                .collect()
+        };
+        for name in distinct(self.streams.iter().map(|(n, _, _)| n.as_str())) {
+            let Some(off_name) = name.strip_suffix(WITH_METRICS) else {
+                continue;
+            };
+            let speed = |streamed: &Streamed| streamed.mib_per_second;
+            let cpu = |streamed: &Streamed| streamed.cpu_per_gib;
+            let speeds = per_round(
+                &streamed(name, speed),
+                &streamed(off_name, speed),
+                |on, off| on / off,
+            );
+            let cpus = per_round(&streamed(name, cpu), &streamed(off_name, cpu), |on, off| {
+                if on > 0.0 && off > 0.0 {
+                    on / off
+                } else {
+                    f64::NAN
+                }
+            });
+            let _ = writeln!(
+                out,
+                "\nStreaming through {off_name}: with --metrics at {} of the MiB/s without \
+                 (rounds {}), using {} of the CPU per GiB (rounds {}).",
+                percent(median(&speeds)),
+                spread(&speeds, percent),
+                percent(median(&cpus)),
+                spread(&cpus, percent),
+            );
+        }
     }
 
     fn render_streams(&self, out: &mut String) {
@@ -189,6 +293,9 @@ impl Report {
     }
 
     fn render_idles(&self, out: &mut String) {
+        if self.idles.is_empty() {
+            return;
+        }
         let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
         let _ = writeln!(out, "\n### Idle clients: resident memory\n");
         let _ = writeln!(

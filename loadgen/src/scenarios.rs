@@ -142,6 +142,10 @@ pub struct Requests {
     pub per_second: f64,
     /// Latencies in microseconds.
     pub latency: Histogram<u64>,
+    /// CPU microseconds the server process used per round trip: like the
+    /// stream's CPU per GiB, it moves less with the machine's load than
+    /// the rate does.
+    pub cpu_micros: f64,
 }
 
 /// One client that sends a line and waits for its answer, over and over.
@@ -227,6 +231,7 @@ pub async fn request_response(
         None,
         "round trips",
     );
+    let cpu_before = peer.cpu_seconds()?;
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = clients
@@ -256,9 +261,11 @@ pub async fn request_response(
         latency.add(task.await??)?;
     }
     let elapsed = started.elapsed();
+    let cpu = peer.cpu_seconds()? - cpu_before;
     drop(progress);
     Ok(Requests {
         per_second: latency.len() as f64 / elapsed.as_secs_f64(),
+        cpu_micros: cpu * 1e6 / latency.len().max(1) as f64,
         latency,
     })
 }

@@ -9,7 +9,7 @@ async fn every_scenario_runs_and_every_reply_checks_out() {
     let bin_dir = servidor.parent().unwrap().to_str().unwrap().to_string();
     let run = run_with_input(
         env!("CARGO_BIN_EXE_loadgen"),
-        &["--quick", "--bin-dir", &bin_dir],
+        &["--quick", "--with-metrics", "--bin-dir", &bin_dir],
         b"",
     )
     .await;
@@ -17,6 +17,7 @@ async fn every_scenario_runs_and_every_reply_checks_out() {
     for table in [
         "### One connection streaming",
         "### Request/response, 64-byte lines",
+        "### With --metrics against without",
         "### Idle clients: resident memory",
     ] {
         assert!(run.stdout.contains(table), "{}", run.stdout);
