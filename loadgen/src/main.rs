@@ -78,6 +78,12 @@ struct Args {
     /// without it websockify is reported as not measured.
     #[arg(long, value_name = "PATH")]
     websockify: Option<PathBuf>,
+
+    /// Also measure request/response through servidor and bridge started
+    /// with `--metrics`, in the same rounds as the same programs without it:
+    /// what counting costs (rows `servidor+metrics`, `bridge+metrics`).
+    #[arg(long)]
+    with_metrics: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +174,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &["--listen", "127.0.0.1:0", "--target", &target],
     )
     .await?;
+    let bridge_args = ["--listen", "127.0.0.1:0", "--target", &target];
+    let counting = if args.with_metrics {
+        vec![
+            (
+                Peer::start_with_metrics(&bin_dir, "servidor", &["--port", "0"]).await?,
+                Link::Tcp,
+            ),
+            (
+                Peer::start_with_metrics(&bin_dir, "bridge", &bridge_args).await?,
+                Link::WebSocket,
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
     let beside = Beside::start(
         &bin_dir,
         servidor.addr,
@@ -193,11 +214,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // 2. Request/response, 64-byte lines, direct TCP and through the
         // bridge.
         for &connections in counts {
-            for (peer, link) in [
+            let measured = [
                 (&echo, Link::Tcp),
                 (&servidor, Link::Tcp),
                 (&bridge, Link::WebSocket),
-            ] {
+            ];
+            let counted = counting.iter().map(|(peer, link)| (peer, *link));
+            for (peer, link) in measured.into_iter().chain(counted) {
                 let result = scenarios::request_response(peer, link, connections, duration).await?;
                 report.requests(&peer.name, connections, result);
             }

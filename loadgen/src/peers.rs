@@ -32,6 +32,16 @@ impl Peer {
         Self::spawn(name, Command::new(program).args(args)).await
     }
 
+    /// Starts `dir/name args… --metrics 127.0.0.1:0`, reported as
+    /// `name+metrics`: the same server counting its Prometheus metrics, to
+    /// measure what counting costs beside the same server without.
+    pub async fn start_with_metrics(dir: &Path, name: &str, args: &[&str]) -> anyhow::Result<Peer> {
+        let mut peer =
+            Self::start(dir, name, &[args, &["--metrics", "127.0.0.1:0"]].concat()).await?;
+        peer.name = format!("{name}+metrics");
+        Ok(peer)
+    }
+
     /// Starts this same program as the bare echo server.
     pub async fn start_echo() -> anyhow::Result<Peer> {
         let me = std::env::current_exe()?;

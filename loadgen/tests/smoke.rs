@@ -7,7 +7,12 @@ use tests::{repository, run_with_input, servidor_exe};
 async fn every_scenario_runs_and_every_reply_checks_out() {
     let servidor = servidor_exe();
     let bin_dir = servidor.parent().unwrap().to_str().unwrap().to_string();
-    let mut args = vec!["--quick".to_string(), "--bin-dir".to_string(), bin_dir];
+    let mut args = vec![
+        "--quick".to_string(),
+        "--with-metrics".to_string(),
+        "--bin-dir".to_string(),
+        bin_dir,
+    ];
     let peers = installed_peers();
     for (name, path) in &peers {
         args.extend([format!("--{name}"), path.clone()]);
@@ -21,6 +26,8 @@ async fn every_scenario_runs_and_every_reply_checks_out() {
         "### Idle clients: resident memory",
         "### Beside its peers",
         "| 1 | relay | TCP |",
+        "| 1 | servidor+metrics |",
+        "| 1 | bridge+metrics |",
     ] {
         assert!(run.stdout.contains(table), "{}", run.stdout);
     }
