@@ -33,7 +33,6 @@ use metrics_exporter_prometheus::{
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::accept::Acceptor;
@@ -172,7 +171,6 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
     // and end with it.
     let forever = CancellationToken::new();
     let mut acceptor = Acceptor::new(listener, MAX_CONNECTIONS);
-    let connections = TaskTracker::new();
     let upkeep = {
         let handle = exporter.handle.clone();
         async move {
@@ -191,7 +189,8 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
         };
         let Some(accepted) = accepted else { return };
         let exporter = Arc::clone(&exporter);
-        connections.spawn(async move {
+        // Not tracked: nothing waits for a scrape to finish.
+        tokio::spawn(async move {
             let _permit = accepted.permit;
             let service = service_fn(move |request| {
                 let response = answer(&request, &exporter);
