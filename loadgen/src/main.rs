@@ -80,8 +80,9 @@ struct Args {
     websockify: Option<PathBuf>,
 
     /// Also measure request/response through servidor and bridge started
-    /// with `--metrics`, in the same rounds as the same programs without it:
-    /// what counting costs (rows `servidor+metrics`, `bridge+metrics`).
+    /// with `--metrics`, loaded at the same time as the same programs
+    /// without it: what counting costs (rows `servidor+metrics` beside
+    /// `servidor (beside +metrics)`, the same for the bridge).
     #[arg(long)]
     with_metrics: bool,
 }
@@ -214,15 +215,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // 2. Request/response, 64-byte lines, direct TCP and through the
         // bridge.
         for &connections in counts {
-            let measured = [
+            for (peer, link) in [
                 (&echo, Link::Tcp),
                 (&servidor, Link::Tcp),
                 (&bridge, Link::WebSocket),
-            ];
-            let counted = counting.iter().map(|(peer, link)| (peer, *link));
-            for (peer, link) in measured.into_iter().chain(counted) {
+            ] {
                 let result = scenarios::request_response(peer, link, connections, duration).await?;
                 report.requests(&peer.name, connections, result);
+            }
+            // With and without metrics loaded at the same time: measured in
+            // turn, two figures seconds apart move far more than counting
+            // costs on a shared machine.
+            for (counting, link) in &counting {
+                let plain = if *link == Link::Tcp {
+                    &servidor
+                } else {
+                    &bridge
+                };
+                let together = [plain, counting];
+                let results =
+                    scenarios::request_response_together(&together, *link, connections, duration)
+                        .await?;
+                for (peer, result) in together.iter().zip(results) {
+                    let name = if peer.name == plain.name {
+                        format!("{} (beside +metrics)", peer.name)
+                    } else {
+                        peer.name.clone()
+                    };
+                    report.requests(&name, connections, result);
+                }
             }
             if with_peers {
                 beside.requests(&mut report, connections, duration).await?;

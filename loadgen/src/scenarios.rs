@@ -229,66 +229,113 @@ pub async fn request_response(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Requests> {
-    let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        clients.push(Client::connect(peer, link).await?);
+    let mut results = request_response_together(&[peer], link, connections, duration).await?;
+    results.pop().context("no result")
+}
+
+/// `connections` clients on each of `peers`, all doing round trips at the
+/// same time for `duration`: one result per peer. Peers measured together
+/// share whatever else the machine does, second by second, so their ratio
+/// holds still where figures taken one after the other move by ±30 %.
+pub async fn request_response_together(
+    peers: &[&Peer],
+    link: Link,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<Requests>> {
+    let mut clients = Vec::with_capacity(peers.len());
+    for peer in peers {
+        let mut own = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            own.push(Client::connect(peer, link).await?);
+        }
+        clients.push(own);
     }
-    let expected: Vec<u8> = if peer.name == "echo" {
-        LINE.to_vec()
-    } else {
-        LINE.to_ascii_uppercase()
-    };
-    let expected = Arc::new(expected);
+    let names: Vec<&str> = peers.iter().map(|peer| peer.name.as_str()).collect();
     let done = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(
-        format!("{} × {connections} {}", peer.name, link_name(link)),
+        format!("{} × {connections} {}", names.join(" ‖ "), link_name(link)),
         Arc::clone(&done),
         None,
         "round trips",
     );
-    let cpu_before = peer.cpu_seconds()?;
+    let mut cpu_before = Vec::with_capacity(peers.len());
+    for peer in peers {
+        cpu_before.push(peer.cpu_seconds()?);
+    }
     let started = Instant::now();
     let deadline = started + duration;
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|mut client| {
-            let expected = Arc::clone(&expected);
-            let done = Arc::clone(&done);
-            tokio::spawn(async move {
-                let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-                let mut answer = Vec::with_capacity(128);
-                while Instant::now() < deadline {
-                    let sent = Instant::now();
-                    timeout(PATIENCE, client.round_trip(LINE, &mut answer))
-                        .await
-                        .context("no answer in time")??;
-                    let micros = sent.elapsed().as_micros().max(1) as u64;
-                    ensure!(answer == *expected, "wrong answer {answer:?}");
-                    latency.saturating_record(micros);
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                // Handed back open: a server that forks per connection
-                // (websockify) must not lose children while its CPU is read.
-                anyhow::Ok((latency, client))
-            })
+    let running: Vec<Vec<_>> = peers
+        .iter()
+        .zip(clients)
+        .map(|(peer, clients)| {
+            let expected = Arc::new(if peer.name == "echo" {
+                LINE.to_vec()
+            } else {
+                LINE.to_ascii_uppercase()
+            });
+            clients
+                .into_iter()
+                .map(|client| {
+                    tokio::spawn(round_trips(
+                        client,
+                        Arc::clone(&expected),
+                        deadline,
+                        Arc::clone(&done),
+                    ))
+                })
+                .collect()
         })
         .collect();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut open = Vec::with_capacity(connections);
-    for task in tasks {
-        let (mine, client) = task.await??;
-        latency.add(mine)?;
-        open.push(client);
+    let mut latencies = Vec::with_capacity(peers.len());
+    // Handed back open: a server that forks per connection (websockify)
+    // must not lose children while its CPU is read.
+    let mut open = Vec::new();
+    for tasks in running {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for task in tasks {
+            let (mine, client) = task.await??;
+            latency.add(mine)?;
+            open.push(client);
+        }
+        latencies.push(latency);
     }
     let elapsed = started.elapsed();
-    let cpu_seconds = peer.cpu_seconds()? - cpu_before;
+    let mut results = Vec::with_capacity(peers.len());
+    for ((peer, latency), before) in peers.iter().zip(latencies).zip(cpu_before) {
+        let cpu_seconds = peer.cpu_seconds()? - before;
+        results.push(Requests {
+            per_second: latency.len() as f64 / elapsed.as_secs_f64(),
+            latency,
+            cpu_seconds,
+        });
+    }
     drop(open);
     drop(progress);
-    Ok(Requests {
-        per_second: latency.len() as f64 / elapsed.as_secs_f64(),
-        latency,
-        cpu_seconds,
-    })
+    Ok(results)
+}
+
+/// One client's round trips until `deadline`, each answer checked: their
+/// latencies, and the client, still open.
+async fn round_trips(
+    mut client: Client,
+    expected: Arc<Vec<u8>>,
+    deadline: Instant,
+    done: Arc<AtomicU64>,
+) -> anyhow::Result<(Histogram<u64>, Client)> {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut answer = Vec::with_capacity(128);
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        timeout(PATIENCE, client.round_trip(LINE, &mut answer))
+            .await
+            .context("no answer in time")??;
+        let micros = sent.elapsed().as_micros().max(1) as u64;
+        ensure!(answer == *expected, "wrong answer {answer:?}");
+        latency.saturating_record(micros);
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok((latency, client))
 }
 
 /// Holds `count` idle clients (each answered once, then silent) and returns
