@@ -39,6 +39,12 @@ struct Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
+        // The whole process group: nginx's workers outlive a killed master.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -142,6 +148,8 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
+        // Its own process group, so that its workers can be stopped with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|error| panic!("cannot start {program}: {error}"));
