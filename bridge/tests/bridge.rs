@@ -10,18 +10,14 @@ use futures_util::{SinkExt, StreamExt};
 use tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 /// This package's `bridge` on a free port in front of `target`.
 async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
     bridge_at(env!("CARGO_BIN_EXE_bridge"), target, extra).await
 }
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A `servidor` running in this process on a free port, quiet.
 async fn servidor_in_process() -> SocketAddr {
@@ -58,21 +54,7 @@ async fn closed_port() -> SocketAddr {
 }
 
 async fn connect_with_origin(bridge: &Running, origin: Option<&str>) -> Result<Ws, WsError> {
-    let mut request = format!("ws://{}/ws", bridge.addr)
-        .into_client_request()
-        .unwrap();
-    if let Some(origin) = origin {
-        request
-            .headers_mut()
-            .insert("origin", origin.parse().unwrap());
-    }
-    within(
-        PATIENCE,
-        "the handshake",
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .map(|(ws, _response)| ws)
+    websocket_from(bridge.addr, origin).await
 }
 
 async fn connect(bridge: &Running) -> Ws {

@@ -10,14 +10,12 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tests::{
-    bridge_at, http_get, metrics_addr, promtool_check, run_with_input, scrape, scrape_until,
-    silent_websocket, within, Running, Scrape, PATIENCE,
+    bridge_at, http_get, metrics_addr, promtool_check, refuses, scrape, scrape_until,
+    silent_websocket, websocket_from, within, Running, Scrape, PATIENCE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -103,21 +101,7 @@ async fn finish(ws: &mut Ws) {
 
 /// The HTTP status of an upgrade the bridge refuses.
 async fn refused_status(bridge: &Running, origin: Option<&str>) -> u16 {
-    let mut request = format!("ws://{}/ws", bridge.addr)
-        .into_client_request()
-        .unwrap();
-    if let Some(origin) = origin {
-        request
-            .headers_mut()
-            .insert("Origin", HeaderValue::from_str(origin).unwrap());
-    }
-    let refused = within(
-        PATIENCE,
-        "the refusal",
-        tokio_tungstenite::connect_async(request),
-    )
-    .await;
-    match refused {
+    match websocket_from(bridge.addr, origin).await {
         Err(WsError::Http(response)) => response.status().as_u16(),
         other => panic!("an HTTP refusal, not {other:?}"),
     }
@@ -381,18 +365,10 @@ async fn without_the_flag_nothing_is_announced_and_a_bad_address_is_refused() {
     plain.wait_for_log("WebSocket: ").await;
     assert!(!plain.log().contains("Métricas"), "{}", plain.log());
 
-    let refused = run_with_input(
+    refuses(
         env!("CARGO_BIN_EXE_bridge"),
         &["--listen", "127.0.0.1:0", "--metrics", "9101"],
-        b"",
+        "--metrics «9101» no es MÁQUINA:PUERTO",
     )
     .await;
-    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
-    assert!(
-        refused
-            .stderr
-            .contains("--metrics «9101» no es MÁQUINA:PUERTO"),
-        "{}",
-        refused.stderr
-    );
 }

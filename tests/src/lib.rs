@@ -136,19 +136,48 @@ pub async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
     bridge_at(bridge_exe(), target, extra).await
 }
 
+/// A WebSocket to the bridge at `addr` (`ws://addr/ws`).
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
 /// A WebSocket session with the bridge at `addr` (`ws://addr/ws`).
-pub async fn websocket(
+pub async fn websocket(addr: SocketAddr) -> Ws {
+    websocket_from(addr, None).await.expect("the upgrade")
+}
+
+/// The upgrade to the bridge at `addr`, as a page from `origin` (or a
+/// client that is not a browser) asks for it: the session, or why not.
+pub async fn websocket_from(
     addr: SocketAddr,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
-    let url = format!("ws://{addr}/ws");
+    origin: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws")
+        .into_client_request()
+        .expect("a valid URL");
+    if let Some(origin) = origin {
+        let origin = origin.parse().expect("an origin header value");
+        request.headers_mut().insert("origin", origin);
+    }
     within(
         PATIENCE,
         "the handshake",
-        tokio_tungstenite::connect_async(url),
+        tokio_tungstenite::connect_async(request),
     )
     .await
-    .expect("the upgrade")
-    .0
+    .map(|(ws, _response)| ws)
+}
+
+/// Runs `program args…`, which must refuse them: exit code 1 and a line
+/// on standard error holding `message`. What it printed, for more checks.
+pub async fn refuses(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    message: &str,
+) -> Finished {
+    let refused = run_with_input(program, args, b"").await;
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains(message), "{}", refused.stderr);
+    refused
 }
 
 /// A client of the bridge at `addr` that sends its upgrade request, then
