@@ -143,13 +143,18 @@ async fn cliente_url_talks_through_a_tls_bridge() {
         )
     );
 
+    cliente_says_hola(&url, &cert).await;
+}
+
+/// `cliente --url URL --ca-cert CERT` has the tutorial's conversation.
+async fn cliente_says_hola(url: &str, cert: &str) {
     let run = run_with_input(
         cliente_exe(),
-        &["--url", &url, "--ca-cert", &cert],
+        &["--url", url, "--ca-cert", cert],
         b"Hola\nq\n",
     )
     .await;
-    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.status.success(), "{url}: {}", run.stderr);
     assert_eq!(run.stdout, " -> Recibido del servidor: HOLA\n -> ");
 }
 
@@ -170,14 +175,7 @@ async fn the_one_liners_ca_certificate_is_accepted_as_pinned() {
         format!("wss://localhost:{port}/ws"),
         format!("wss://127.0.0.1:{port}/ws"),
     ] {
-        let run = run_with_input(
-            cliente_exe(),
-            &["--url", &url, "--ca-cert", &cert],
-            b"Hola\nq\n",
-        )
-        .await;
-        assert!(run.status.success(), "{url}: {}", run.stderr);
-        assert_eq!(run.stdout, " -> Recibido del servidor: HOLA\n -> ");
+        cliente_says_hola(&url, &cert).await;
     }
 
     let url = format!("wss://localhost:{port}/ws");
