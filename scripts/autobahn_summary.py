@@ -13,9 +13,7 @@ FAILED, WRONG CODE, UNCLEAN (and anything else). A case is worse when either
 its behavior or its behaviorClose ranks higher than the baseline's.
 
 Exit status: 1 if a case of a strict section (2-7 by default) is worse for
-the agent than for the baseline, or is missing for it, unless it is one of
-BY_DESIGN (a difference a byte-stream bridge cannot avoid, with the reason
-printed); otherwise 0.
+the agent than for the baseline, or is missing for it; otherwise 0.
 
     scripts/autobahn_summary.py target/autobahn/reports/index.json \\
         --agent bridge --baseline tokio-tungstenite
@@ -27,13 +25,6 @@ import json
 import os
 import re
 import sys
-
-# Cases of the strict sections in which a bridge that carries a byte stream
-# cannot do what an echo server does, and why.
-BY_DESIGN = {
-    "6.1.1": "an empty text message carries no bytes, so nothing reaches the target to be answered",
-    "6.1.2": "three empty fragments carry no bytes, so nothing reaches the target to be answered",
-}
 
 BEHAVIORS = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
 CLOSES = ["OK", "INFORMATIONAL", "FAILED BY CLIENT", "WRONG CODE", "UNCLEAN", "FAILED"]
@@ -152,9 +143,7 @@ def main():
             ) > rank(b["behaviorClose"]):
                 worse.append((case, a, b))
 
-    failing = [
-        case for case, _, _ in worse if section(case) in strict and case not in BY_DESIGN
-    ]
+    failing = [case for case, _, _ in worse if section(case) in strict]
     print(
         "Cases where %s does worse than %s: %d (%d in sections %s)"
         % (
@@ -215,9 +204,6 @@ def main():
             print("    unclean:  %s" % plain(report.get("wasNotCleanReason")))
 
     print()
-    for case, _, _ in worse:
-        if section(case) in strict and case in BY_DESIGN:
-            print("by design, %s: %s" % (case, BY_DESIGN[case]))
     if failing:
         print("FAIL: %s does worse than %s in %s" % (args.agent, args.baseline, ", ".join(failing)))
         return 1

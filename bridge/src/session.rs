@@ -6,7 +6,8 @@
 //! server that, like `servidor`, answers before it reads again):
 //!
 //! - `client_to_target`: message payloads, written verbatim to the target;
-//! - `target_to_client`: target bytes, framed into messages, and pings;
+//! - `target_to_client`: target bytes, framed into messages, pings, and the
+//!   empty answer to an empty message (which has no bytes for the target);
 //! - [`ending`]: how a session ends, with its close code and reason.
 //!
 //! Whichever stops first decides the [`Ending`]. The other is then dropped
@@ -28,7 +29,7 @@ mod target_to_client;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,7 +155,13 @@ struct Shared {
     /// enough to tell a pong from the ping it answers).
     heard_ns: AtomicU64,
     epoch: Instant,
+    /// The kind (`Kind as u8`) of an empty message from the client that
+    /// waits for its empty answer, or `NO_EMPTY`.
+    empty: AtomicU8,
 }
+
+/// No empty message waits for its answer.
+const NO_EMPTY: u8 = u8::MAX;
 
 impl Shared {
     fn new() -> Self {
@@ -162,6 +169,28 @@ impl Shared {
             binary: AtomicBool::new(false),
             heard_ns: AtomicU64::new(0),
             epoch: Instant::now(),
+            empty: AtomicU8::new(NO_EMPTY),
+        }
+    }
+
+    /// The client sent an empty message of this kind: the target → client
+    /// pump answers it with an empty one.
+    fn answer_empty(&self, kind: Kind) {
+        self.empty.store(kind as u8, Ordering::Relaxed);
+    }
+
+    /// Whether an empty message still waits for its answer.
+    fn empty_waiting(&self) -> bool {
+        self.empty.load(Ordering::Relaxed) != NO_EMPTY
+    }
+
+    /// The kind of the empty message waiting for its answer, if any,
+    /// which from now on is being answered.
+    fn take_empty(&self) -> Option<Kind> {
+        match self.empty.swap(NO_EMPTY, Ordering::Relaxed) {
+            NO_EMPTY => None,
+            kind if kind == Kind::Binary as u8 => Some(Kind::Binary),
+            _ => Some(Kind::Text),
         }
     }
 

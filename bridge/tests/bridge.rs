@@ -125,6 +125,38 @@ async fn text_and_binary_round_trips() {
     bridge.wait_for_log("sesión abierta desde 127.0.0.1:").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_message_is_answered_with_an_empty_one_of_its_type() {
+    let bridge = bridge_to(servidor_in_process().await, &[]).await;
+    let mut ws = connect(&bridge).await;
+
+    ws.send(Message::text("")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text(""));
+    ws.send(Message::binary(Vec::new())).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::binary(Vec::new()));
+
+    // Many at once, read only afterwards, with text between them: every
+    // empty one answered, and the bytes unchanged.
+    const EMPTIES: usize = 1000;
+    for n in 0..EMPTIES {
+        ws.feed(Message::text("")).await.unwrap();
+        if n % 100 == 0 {
+            ws.feed(Message::text("sí\n")).await.unwrap();
+        }
+    }
+    ws.flush().await.unwrap();
+    let (mut empties, mut bytes) = (0, Vec::new());
+    while empties < EMPTIES || bytes.len() < 10 * "SÍ\n".len() {
+        match next(&mut ws).await {
+            Message::Text(text) if text.is_empty() => empties += 1,
+            Message::Text(text) => bytes.extend_from_slice(text.as_bytes()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(empties, EMPTIES);
+    assert_eq!(bytes, "SÍ\n".repeat(10).into_bytes());
+}
+
 #[tokio::test]
 async fn a_character_written_one_byte_at_a_time_arrives_whole() {
     let target = target_that(|mut stream| async move {

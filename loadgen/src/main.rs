@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::beside::{Beside, IdleCounts};
 use crate::peers::Peer;
@@ -85,6 +85,28 @@ struct Args {
     /// `servidor (beside +metrics)`, the same for the bridge).
     #[arg(long)]
     with_metrics: bool,
+
+    /// Measure only these parts (comma-separated; default: all), e.g.
+    /// `--only requests --sessions 50` to compare the bridge with its peers
+    /// at 50 sessions in a minute.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PART")]
+    only: Vec<Part>,
+
+    /// Sessions (and TCP clients) of the request/response measurements.
+    #[arg(long, value_delimiter = ',', value_name = "N,...", default_values_t = [1, 50, 1000],
+          value_parser = clap::value_parser!(u32).range(1..))]
+    sessions: Vec<u32>,
+}
+
+/// The parts of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// One connection streaming.
+    Stream,
+    /// Request/response with many connections.
+    Requests,
+    /// Memory of idle connections and sessions.
+    Idle,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,15 +162,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .context("no folder for this binary")?
             .to_path_buf(),
     };
-    let (stream_bytes, seconds, rounds, idle_tcp, idle_ws, counts): (
-        u64,
-        f64,
-        u32,
-        usize,
-        usize,
-        &[usize],
-    ) = if args.quick {
-        (4 << 20, 0.3, 2, 100, 50, &[1, 10])
+    let counts: Vec<usize> = args.sessions.iter().map(|&n| n as usize).collect();
+    let (stream_bytes, seconds, rounds, idle_tcp, idle_ws, counts) = if args.quick {
+        (4 << 20, 0.3, 2, 100, 50, vec![1, 10])
     } else {
         (
             args.stream_mib << 20,
@@ -156,9 +172,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.rounds,
             args.idle_tcp,
             args.idle_ws,
-            &[1, 50, 1000],
+            counts,
         )
     };
+    let measures = |part| args.only.is_empty() || args.only.contains(&part);
     let idle_beside = IdleCounts {
         sessions: idle_ws,
         websockify: if args.quick { 10 } else { args.idle_websockify },
@@ -204,17 +221,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // A quick run checks correctness only: the peers once are enough.
         let with_peers = !args.quick || round == 1;
         // 1. One connection streaming.
-        for (peer, upper) in [(&echo, false), (&servidor, true)] {
-            let streamed = scenarios::stream(peer, stream_bytes, upper).await?;
-            report.stream(&peer.name, stream_bytes, streamed);
-        }
-        if with_peers {
-            beside.streams(&mut report, &bridge, stream_bytes).await?;
+        if measures(Part::Stream) {
+            for (peer, upper) in [(&echo, false), (&servidor, true)] {
+                let streamed = scenarios::stream(peer, stream_bytes, upper).await?;
+                report.stream(&peer.name, stream_bytes, streamed);
+            }
+            if with_peers {
+                beside.streams(&mut report, &bridge, stream_bytes).await?;
+            }
         }
 
         // 2. Request/response, 64-byte lines, direct TCP and through the
         // bridge.
-        for &connections in counts {
+        let request_counts = if measures(Part::Requests) {
+            &counts[..]
+        } else {
+            &[]
+        };
+        for &connections in request_counts {
             for (peer, link) in [
                 (&echo, Link::Tcp),
                 (&servidor, Link::Tcp),
@@ -252,12 +276,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
         // Idle sessions: memory on fresh processes of the bridge and its
         // peers.
-        if with_peers {
+        if with_peers && measures(Part::Idle) {
             beside.idle(&mut report, idle_beside).await?;
         }
     }
 
     // 3. Memory of idle clients.
+    if !measures(Part::Idle) {
+        print!("{}", report.render());
+        return Ok(());
+    }
     let per_tcp = scenarios::idle(&servidor, Link::Tcp, idle_tcp).await?;
     report.idle(&servidor.name, idle_tcp, per_tcp);
     let per_ws = scenarios::idle(&bridge, Link::WebSocket, idle_ws).await?;

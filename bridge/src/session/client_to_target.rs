@@ -1,10 +1,16 @@
 //! The client → target pump: the payload of every text and binary message,
 //! written verbatim to the target, in order.
 //!
+//! An empty message has no bytes for the target: the other pump answers it
+//! with an empty message of its own.
+//!
 //! It ends when the client closes, fails or breaks the protocol, or when the
 //! target stops taking bytes. It sends nothing to the client: tungstenite
 //! answers pings and the client's Close by itself, and every other Close is
 //! sent by the session once both pumps have stopped.
+
+use std::future::poll_fn;
+use std::task::Poll;
 
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
@@ -59,6 +65,11 @@ where
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
         shared.set_kind(kind);
+        if payload.is_empty() {
+            traffic.add_up(kind, 0);
+            answer_empty(shared, kind).await;
+            continue;
+        }
         // A target that stops reading holds this write: backpressure.
         if let Err(error) = to_target.write_all(&payload).await {
             return Stop::Now(Ending::TargetLost {
@@ -68,6 +79,34 @@ where
         }
         traffic.add_up(kind, payload.len());
     }
+}
+
+/// Has the target → client pump answer an empty message with an empty
+/// message, and waits until it has taken it up, so that a client sending
+/// empty messages and reading nothing is held like any other.
+///
+/// An empty message carries no bytes, so the target never sees it and
+/// could not answer it; answered by the bridge, it leaves the bytes the
+/// client reads unchanged, as an echo of nothing should.
+///
+/// No waker is needed: both pumps are polled, this one second, each time
+/// the session's task is. The task wakes itself once so that the other
+/// pump sees the request; after that it is woken by the other pump's own
+/// progress (its send to the client), which is what ends the wait.
+async fn answer_empty(shared: &Shared, kind: Kind) {
+    shared.answer_empty(kind);
+    let mut woken = false;
+    poll_fn(|cx| {
+        if !shared.empty_waiting() {
+            return Poll::Ready(());
+        }
+        if !woken {
+            woken = true;
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await;
 }
 
 /// How a read error from the client ends this direction.

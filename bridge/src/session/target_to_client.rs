@@ -1,6 +1,7 @@
 //! The target → client pump: bytes as the target sends them, framed into
 //! messages of the type the client last used (see [`crate::framing`]), and
-//! a ping for a client that has gone silent.
+//! a ping for a client that has gone silent; and the answer to an empty
+//! message, which is empty too.
 //!
 //! It is the only writer of data to the WebSocket, and it never sends a
 //! Close: the session does, once both pumps have stopped, so that whatever
@@ -69,6 +70,17 @@ where
                 if let Err(ending) = deliver(to_client, &mut payloads, config, traffic).await {
                     return ending;
                 }
+            }
+            kind = poll_fn(|_| shared.take_empty().map_or(Poll::Pending, Poll::Ready)) => {
+                // Woken by the client → target pump (same task): see there.
+                let answer = match kind {
+                    Kind::Text => Message::Text(Default::default()),
+                    Kind::Binary => Message::Binary(Default::default()),
+                };
+                if let Err(ending) = send(to_client, answer, config).await {
+                    return ending;
+                }
+                traffic.add_down(kind, 0);
             }
             () = &mut alarm => {
                 let now = Instant::now();
