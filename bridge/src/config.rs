@@ -51,11 +51,11 @@ impl Config {
     pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
     /// Default seconds to drain sessions when stopping.
     pub const DRAIN_SECS: u64 = 5;
-    /// The WebSocket read buffer each session starts with. tungstenite
-    /// zeroes its free part before every read, and every session holds it:
-    /// 1 KiB keeps both small (a bigger message only takes more reads). See
-    /// BENCHMARKS.md.
-    pub const READ_BUFFER: usize = 1024;
+    /// The WebSocket read buffer each session holds for its whole life, and
+    /// the most tungstenite reads at once: big enough for a browser's line,
+    /// small enough for thousands of idle sessions. A bigger message is
+    /// read ahead in big chunks by [`crate::read_ahead`]. See BENCHMARKS.md.
+    pub const READ_BUFFER: usize = 256;
 
     /// A bridge to `target` with every other setting at its default.
     pub fn for_target(target: impl Into<String>) -> Self {

@@ -13,6 +13,8 @@
 //! - [`session`]: one WebSocket ⇄ one TCP connection to the fixed target,
 //!   and how it ends;
 //! - [`framing`]: target bytes → WebSocket messages, whole characters only;
+//! - [`read_ahead`]: the client's connection, read in big chunks only while
+//!   a burst lasts;
 //! - [`metrics`]: what is counted for `--metrics`;
 //! - [`tls`]: https/wss from PEM files.
 
@@ -22,6 +24,7 @@ pub mod framing;
 pub mod listener;
 pub mod metrics;
 pub mod origin;
+pub mod read_ahead;
 pub mod routes;
 pub mod session;
 pub mod tls;

@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::forwarded;
 use crate::metrics::{BridgeMetrics, Refusal};
 use crate::origin::OriginPolicy;
+use crate::read_ahead::ReadAhead;
 use crate::session::{self, SessionConfig};
 
 /// Everything the handlers share.
@@ -202,7 +203,7 @@ fn spawn_session(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    ReadAhead::new(TokioIo::new(upgraded)),
                     Role::Server,
                     Some(app.websocket),
                 )
