@@ -40,7 +40,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut framer = Framer::new();
-    let mut payloads = Vec::new();
     let mut keepalive = Keepalive::default();
     // One alarm for the session, moved only when it goes off.
     let alarm = sleep_until(Instant::now() + config.ping_interval);
@@ -53,8 +52,9 @@ where
                     return target_lost(config, error);
                 }
                 // Taken only once there is something to read, so an idle
-                // session holds no buffer.
+                // session holds no buffer (the payloads' list included).
                 let mut input = Vec::with_capacity(config.read_size);
+                let mut payloads = Vec::new();
                 match read_ready(&mut from_target, &mut input).await {
                     None => continue,
                     Some(Ok(0)) => {
