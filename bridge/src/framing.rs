@@ -64,6 +64,23 @@ impl Framer {
         batch.end(out);
     }
 
+    /// Like [`Framer::frame`], but takes the read's own buffer: when it can
+    /// go out whole as one message (nothing held, and in text mode all of
+    /// it whole, valid characters: the usual case), it becomes that message
+    /// without being copied.
+    pub fn frame_owned(&mut self, kind: Kind, input: Vec<u8>, out: &mut Vec<Payload>) {
+        if input.is_empty() || !self.decoder.pending().is_empty() {
+            return self.frame(kind, &input, out);
+        }
+        match kind {
+            Kind::Binary => out.push(Payload::Binary(input)),
+            Kind::Text => match String::from_utf8(input) {
+                Ok(text) => out.push(Payload::Text(text)),
+                Err(not_text) => self.frame(kind, not_text.as_bytes(), out),
+            },
+        }
+    }
+
     /// Ends the stream: a held incomplete character goes out as binary.
     pub fn finish(&mut self, out: &mut Vec<Payload>) {
         let mut batch = Batch::default();
@@ -121,6 +138,16 @@ mod tests {
         let mut out = Vec::new();
         for (kind, bytes) in parts {
             framer.frame(*kind, bytes, &mut out);
+        }
+        framer.finish(&mut out);
+        out
+    }
+
+    fn frame_all_owned(parts: &[(Kind, Vec<u8>)]) -> Vec<Payload> {
+        let mut framer = Framer::new();
+        let mut out = Vec::new();
+        for (kind, bytes) in parts {
+            framer.frame_owned(*kind, bytes.clone(), &mut out);
         }
         framer.finish(&mut out);
         out
@@ -187,6 +214,18 @@ mod tests {
             let joined: Vec<u8> = out.iter().flat_map(|p| p.as_bytes().to_vec()).collect();
             prop_assert_eq!(joined, input);
             prop_assert!(out.iter().all(|p| !p.as_bytes().is_empty()));
+        }
+
+        #[test]
+        fn framing_the_reads_own_buffer_gives_the_same_messages(
+            parts in prop::collection::vec(
+                (kind(), prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..12),
+                    any::<String>().prop_map(String::into_bytes),
+                ]),
+                0..12),
+        ) {
+            prop_assert_eq!(frame_all_owned(&parts), frame_all(&parts));
         }
 
         #[test]

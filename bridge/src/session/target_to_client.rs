@@ -64,7 +64,7 @@ where
                         }
                         return Ending::TargetClosed;
                     }
-                    Some(Ok(_)) => framer.frame(shared.kind(), &input, &mut payloads),
+                    Some(Ok(_)) => framer.frame_owned(shared.kind(), input, &mut payloads),
                     Some(Err(error)) => return target_lost(config, error),
                 }
                 if let Err(ending) = deliver(to_client, &mut payloads, config, traffic).await {
