@@ -18,6 +18,8 @@
 //!   the client switches to binary or the stream ends included; in binary
 //!   mode every byte. (A text payload is a `String`, so valid UTF-8 and
 //!   whole characters by its type.)
+//! - `Framer::frame_owned`, which takes the read's own buffer (the bridge's
+//!   path), gives exactly the payloads `frame` gives.
 
 #![no_main]
 
@@ -29,6 +31,8 @@ fuzz_target!(|data: &[u8]| {
 
     let mut framer = Framer::new();
     let mut payloads = Vec::new();
+    let mut owned_framer = Framer::new();
+    let mut owned_payloads = Vec::new();
     // For each byte read, whether the comments say it goes out as text.
     let mut expected = Vec::new();
     // The reads since the client last switched to text: the characters cut
@@ -38,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
         let start = payloads.len();
         framer.frame(kind, bytes, &mut payloads);
         check_one_read(&payloads[start..]);
+        owned_framer.frame_owned(kind, bytes.to_vec(), &mut owned_payloads);
         match kind {
             Kind::Text => text_run.extend_from_slice(bytes),
             Kind::Binary => {
@@ -51,6 +56,8 @@ fuzz_target!(|data: &[u8]| {
     framer.finish(&mut payloads);
     check_one_read(&payloads[start..]);
     classify_text_run(&text_run, &mut expected);
+    owned_framer.finish(&mut owned_payloads);
+    assert_eq!(owned_payloads, payloads, "reads {reads:x?}");
 
     let input: Vec<u8> = reads
         .iter()
