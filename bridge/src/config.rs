@@ -51,10 +51,12 @@ impl Config {
     pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
     /// Default seconds to drain sessions when stopping.
     pub const DRAIN_SECS: u64 = 5;
-    /// The WebSocket read buffer each session holds for its whole life, and
-    /// the most tungstenite reads at once: big enough for a browser's line,
-    /// small enough for thousands of idle sessions. A bigger message is
-    /// read ahead in big chunks by [`crate::read_ahead`]. See BENCHMARKS.md.
+    /// The WebSocket read buffer a session starts with, and the most
+    /// tungstenite reads at once: big enough for a browser's line, small
+    /// enough for thousands of idle sessions. A bigger message is read
+    /// ahead in big chunks by [`crate::read_ahead`]. tungstenite grows the
+    /// buffer to hold a bigger frame and keeps it grown for the session's
+    /// life (at most `--max-message`). See BENCHMARKS.md.
     pub const READ_BUFFER: usize = 256;
 
     /// A bridge to `target` with every other setting at its default.

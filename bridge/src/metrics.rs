@@ -201,7 +201,8 @@ impl BridgeMetrics {
         self.refused[refusal as usize].increment(1);
     }
 
-    /// Counts a message from the client, written to the target.
+    /// Counts a message from the client; its bytes (none for an empty
+    /// one) are written to the target.
     pub fn to_target(&self, kind: Kind, bytes: usize) {
         self.bytes[TO_TARGET].increment(bytes as u64);
         self.messages[TO_TARGET][kind_slot(kind)].increment(1);

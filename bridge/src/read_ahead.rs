@@ -10,8 +10,9 @@
 //! tungstenite's buffer until a read fills it (a sign that more is
 //! waiting); from then on it reads [`CHUNK`] bytes at a time into a buffer
 //! of its own and hands them over from there, and it frees that buffer as
-//! soon as it is emptied. Only the bytes are buffered, never a frame: the
-//! WebSocket protocol stays tungstenite's.
+//! soon as it is emptied (while the target holds the session back in the
+//! middle of a burst, at most [`CHUNK`] bytes wait in it). Only the bytes
+//! are buffered, never a frame: the WebSocket protocol stays tungstenite's.
 
 use std::io;
 use std::pin::Pin;

@@ -369,6 +369,9 @@ where
             self.traffic,
         );
         tokio::pin!(down, up);
+        // Both pumps are polled at every wake-up of the task: they signal
+        // each other through `shared` (an empty message's answer) and rely
+        // on that.
         tokio::select! {
             biased;
             () = shutdown.cancelled() => Ending::Stopping,

@@ -157,6 +157,29 @@ async fn an_empty_message_is_answered_with_an_empty_one_of_its_type() {
     assert_eq!(bytes, "SÍ\n".repeat(10).into_bytes());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_message_is_answered_while_the_target_floods() {
+    // A target that never stops sending keeps its socket readable: the
+    // answer to the empty message must not wait behind it.
+    let target = target_that(|mut stream| async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        while stream.write_all(&chunk).await.is_ok() {}
+    })
+    .await;
+    let bridge = bridge_to(target, &[]).await;
+    let mut ws = connect(&bridge).await;
+    ws.send(Message::text("")).await.unwrap();
+    let mut flooded = 0;
+    loop {
+        match next(&mut ws).await {
+            Message::Text(text) if text.is_empty() => break,
+            Message::Text(text) => flooded += text.len(),
+            other => panic!("{other:?}"),
+        }
+        assert!(flooded < 256 << 20, "no answer after {flooded} bytes");
+    }
+}
+
 #[tokio::test]
 async fn a_character_written_one_byte_at_a_time_arrives_whole() {
     let target = target_that(|mut stream| async move {

@@ -89,10 +89,10 @@ where
 /// could not answer it; answered by the bridge, it leaves the bytes the
 /// client reads unchanged, as an echo of nothing should.
 ///
-/// No waker is needed: both pumps are polled, this one second, each time
-/// the session's task is. The task wakes itself once so that the other
-/// pump sees the request; after that it is woken by the other pump's own
-/// progress (its send to the client), which is what ends the wait.
+/// No waker of its own is needed: both pumps are polled each time the
+/// session's task is. The task wakes itself once so that the other pump
+/// sees the request, and the other pump wakes it again when it takes the
+/// request up, which is what ends the wait.
 async fn answer_empty(shared: &Shared, kind: Kind) {
     shared.answer_empty(kind);
     let mut woken = false;

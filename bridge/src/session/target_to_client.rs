@@ -10,7 +10,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
@@ -47,6 +47,18 @@ where
     loop {
         tokio::select! {
             biased;
+            // First: a target that never stops sending keeps `readable`
+            // ready, and the client → target pump waits for this.
+            kind = poll_fn(|cx| take_empty(shared, cx)) => {
+                let answer = match kind {
+                    Kind::Text => Message::Text(Default::default()),
+                    Kind::Binary => Message::Binary(Default::default()),
+                };
+                if let Err(ending) = send(to_client, answer, config).await {
+                    return ending;
+                }
+                traffic.add_down(kind, 0);
+            }
             ready = from_target.readable() => {
                 if let Err(error) = ready {
                     return target_lost(config, error);
@@ -70,17 +82,6 @@ where
                 if let Err(ending) = deliver(to_client, &mut payloads, config, traffic).await {
                     return ending;
                 }
-            }
-            kind = poll_fn(|_| shared.take_empty().map_or(Poll::Pending, Poll::Ready)) => {
-                // Woken by the client → target pump (same task): see there.
-                let answer = match kind {
-                    Kind::Text => Message::Text(Default::default()),
-                    Kind::Binary => Message::Binary(Default::default()),
-                };
-                if let Err(ending) = send(to_client, answer, config).await {
-                    return ending;
-                }
-                traffic.add_down(kind, 0);
             }
             () = &mut alarm => {
                 let now = Instant::now();
@@ -142,6 +143,20 @@ where
         },
     };
     sent.map_err(|error| Ending::ClientFailed(error.to_string()))
+}
+
+/// The kind of an empty message the client → target pump asked to answer,
+/// if any. That pump (same task) waits until the request is taken and
+/// registers no waker; the task is woken here so that it sees the take
+/// whichever of the two is polled first.
+fn take_empty(shared: &Shared, cx: &mut Context<'_>) -> Poll<Kind> {
+    match shared.take_empty() {
+        Some(kind) => {
+            cx.waker().wake_by_ref();
+            Poll::Ready(kind)
+        }
+        None => Poll::Pending,
+    }
 }
 
 fn target_lost(config: &SessionConfig, error: io::Error) -> Ending {
