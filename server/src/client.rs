@@ -95,6 +95,21 @@ pub enum ClientError {
         /// Whether the bridge spoke TLS.
         bridge_tls: bool,
     },
+    /// `ws://` to something that answered, but not in HTTP: most likely
+    /// `servidor` itself (which answers the request in uppercase), not the
+    /// bridge.
+    #[error(
+        "{url} no es un puente WebSocket: contestó sin HTTP (¿es el servidor? \
+         Para hablarle por TCP: cliente --host {host} --port {port})"
+    )]
+    NotWebSocket {
+        /// The URL as given.
+        url: String,
+        /// The URL's host.
+        host: String,
+        /// The URL's port.
+        port: u16,
+    },
     /// The TLS settings could not be built.
     #[error("no se pudo preparar TLS: {0}")]
     Tls(String),

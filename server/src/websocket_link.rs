@@ -128,7 +128,7 @@ pub async fn connect_url(
             Ok((ws, _response)) => Ok(WebSocketLink { ws }),
             Err(error) => Err(handshake_error(
                 url,
-                &host,
+                (&host, port),
                 ca_cert,
                 first_byte.get().copied(),
                 error,
@@ -206,11 +206,11 @@ const TLS_ALERT: u8 = 0x15;
 /// A TLS handshake record's first byte (a server's hello).
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Why opening the session at `url` (whose host is `host`) failed, given
-/// the first byte the bridge sent, if any.
+/// Why opening the session at `url` (whose host and port are given) failed,
+/// given the first byte the bridge sent, if any.
 fn handshake_error(
     url: &str,
-    host: &str,
+    (host, port): (&str, u16),
     ca_cert: Option<&Path>,
     first_byte: Option<u8>,
     error: WsError,
@@ -223,6 +223,17 @@ fn handshake_error(
     let secure = url.starts_with("wss://");
     if !secure && matches!(first_byte, Some(TLS_ALERT | TLS_HANDSHAKE)) {
         return wrong_scheme(true, "ws://", "wss://");
+    }
+    if !secure && matches!(error, WsError::HttpFormat(_) | WsError::Protocol(_)) {
+        // An HTTP answer starts with `H` (`HTTP/1.1 …`); anything else
+        // that is not TLS is some other protocol.
+        if first_byte.is_some_and(|byte| byte != b'H') {
+            return ClientError::NotWebSocket {
+                url: url.to_string(),
+                host: host.to_string(),
+                port,
+            };
+        }
     }
     if secure && first_byte == Some(b'H') && matches!(error, WsError::Io(_)) {
         // The answer to our TLS hello began like `HTTP/1.1 400`: the bridge

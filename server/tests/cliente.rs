@@ -54,6 +54,22 @@ async fn a_one_mib_answer_is_printed_whole() {
 }
 
 #[tokio::test]
+async fn a_websocket_url_pointed_at_servidor_names_the_mistake() {
+    let server = servidor(&[], &[]).await;
+    let url = format!("ws://{}/ws", server.addr);
+    let run = run_with_input(CLIENTE, &["--url", &url], b"Hola\nq\n").await;
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {url} no es un puente WebSocket: contestó sin HTTP (¿es el servidor? \
+             Para hablarle por TCP: cliente --host 127.0.0.1 --port {})\n",
+            server.addr.port()
+        )
+    );
+}
+
+#[tokio::test]
 async fn no_server_is_a_clear_error() {
     // A port that was free a moment ago, with nobody listening on it now.
     let port = {
