@@ -157,6 +157,32 @@ async fn the_client_closes_while_the_bridge_is_blocked_sending_to_it() {
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_closes_while_answers_to_its_empty_messages_wait() {
+    // Empty messages are answered by the bridge's target → client pump,
+    // which is blocked sending the flood: the client → target pump waits
+    // for it, with the client's Close behind the empty messages.
+    let mut target = flooding_target(64 * 1024 * 1024, false).await;
+    let bridge = bridge_to(target.addr, &[]).await;
+    for round in 0..REPEAT {
+        let mut ws = connect(&bridge).await;
+        ws.feed(Message::text("hola\n")).await.unwrap();
+        for _ in 0..10 {
+            ws.feed(Message::text("")).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        close_while_blocked(&mut ws).await;
+        let read = read_to_the_end(&mut ws).await;
+        assert_eq!(
+            code_of(&read),
+            Some(CloseCode::Library(4000)),
+            "round {round}"
+        );
+        let got = within(PATIENCE, "the target's copy", target.received.recv()).await;
+        assert_eq!(got.as_deref(), Some(&b"hola\n"[..]), "round {round}");
+    }
+}
+
 /// Both sides close at about the same time, [`REPEAT`] times: the target
 /// shuts its side with megabytes still on their way while the client,
 /// which has read nothing, sends its close; `target_first` says which of
