@@ -133,16 +133,23 @@ async fn close_while_blocked(ws: &mut Ws) {
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_closes_while_the_bridge_is_blocked_sending_to_it() {
+/// [`REPEAT`] rounds against a target that floods: the client sends
+/// `hola\n` and then `more`, reads nothing until the bridge is blocked
+/// sending to it, closes with 4000, then reads to the end. The bridge's
+/// Close must answer the client's, with nothing after it, and the target
+/// must have received the line. Returns the bridge, for its log.
+async fn close_while_blocked_rounds(more: &[Message]) -> Running {
     let mut target = flooding_target(64 * 1024 * 1024, false).await;
     let bridge = bridge_to(target.addr, &[]).await;
     for round in 0..REPEAT {
         let mut ws = connect(&bridge).await;
-        ws.send(Message::text("hola\n")).await.unwrap();
+        ws.feed(Message::text("hola\n")).await.unwrap();
+        for message in more {
+            ws.feed(message.clone()).await.unwrap();
+        }
+        ws.flush().await.unwrap();
         close_while_blocked(&mut ws).await;
         let read = read_to_the_end(&mut ws).await;
-        // The bridge's Close answers the client's.
         assert_eq!(
             code_of(&read),
             Some(CloseCode::Library(4000)),
@@ -153,6 +160,12 @@ async fn the_client_closes_while_the_bridge_is_blocked_sending_to_it() {
         assert_eq!(got.as_deref(), Some(&b"hola\n"[..]), "round {round}");
     }
     bridge
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_closes_while_the_bridge_is_blocked_sending_to_it() {
+    let bridge = close_while_blocked_rounds(&[]).await;
+    bridge
         .wait_for_log("sesión cerrada: 4000 «el cliente cerró la sesión»")
         .await;
 }
@@ -162,25 +175,7 @@ async fn the_client_closes_while_answers_to_its_empty_messages_wait() {
     // Empty messages are answered by the bridge's target → client pump,
     // which is blocked sending the flood: the client → target pump waits
     // for it, with the client's Close behind the empty messages.
-    let mut target = flooding_target(64 * 1024 * 1024, false).await;
-    let bridge = bridge_to(target.addr, &[]).await;
-    for round in 0..REPEAT {
-        let mut ws = connect(&bridge).await;
-        ws.feed(Message::text("hola\n")).await.unwrap();
-        for _ in 0..10 {
-            ws.feed(Message::text("")).await.unwrap();
-        }
-        ws.flush().await.unwrap();
-        close_while_blocked(&mut ws).await;
-        let read = read_to_the_end(&mut ws).await;
-        assert_eq!(
-            code_of(&read),
-            Some(CloseCode::Library(4000)),
-            "round {round}"
-        );
-        let got = within(PATIENCE, "the target's copy", target.received.recv()).await;
-        assert_eq!(got.as_deref(), Some(&b"hola\n"[..]), "round {round}");
-    }
+    close_while_blocked_rounds(&vec![Message::text(""); 10]).await;
 }
 
 /// Both sides close at about the same time, [`REPEAT`] times: the target
