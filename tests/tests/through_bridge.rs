@@ -134,16 +134,18 @@ async fn cliente_url_talks_through_a_tls_bridge() {
     let url = format!("wss://localhost:{}/ws", bridge.addr.port());
 
     // Without trusting the certificate: a clear refusal.
-    assert_eq!(
-        cliente_fails(&url, &[]).await,
-        format!(
-            "error: no se pudo abrir el WebSocket {url}: el certificado del puente no es de \
-             confianza (no lo firma ninguna autoridad conocida); si es un certificado propio, \
-             páselo con --ca-cert FICHERO\n"
-        )
-    );
+    assert_eq!(cliente_fails(&url, &[]).await, untrusted(&url));
 
     cliente_says_hola(&url, &cert).await;
+}
+
+/// What `cliente` says of `url` when it does not trust the certificate.
+fn untrusted(url: &str) -> String {
+    format!(
+        "error: no se pudo abrir el WebSocket {url}: el certificado del puente no es de \
+         confianza (no lo firma ninguna autoridad conocida); si es un certificado propio, \
+         páselo con --ca-cert FICHERO\n"
+    )
 }
 
 /// `cliente --url URL --ca-cert CERT` has the tutorial's conversation.
@@ -179,14 +181,7 @@ async fn the_one_liners_ca_certificate_is_accepted_as_pinned() {
     }
 
     let url = format!("wss://localhost:{port}/ws");
-    assert_eq!(
-        cliente_fails(&url, &[]).await,
-        format!(
-            "error: no se pudo abrir el WebSocket {url}: el certificado del puente no es de \
-             confianza (no lo firma ninguna autoridad conocida); si es un certificado propio, \
-             páselo con --ca-cert FICHERO\n"
-        )
-    );
+    assert_eq!(cliente_fails(&url, &[]).await, untrusted(&url));
 
     // Another certificate just like it (the one from before the bridge got
     // a new one, say) is neither the bridge's nor its issuer.
