@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::http::header::FORWARDED;
 use axum::http::HeaderMap;
-use server::proxy_protocol::{ClientAddress, TrustedProxies};
+use netkit::proxy_protocol::{ClientAddress, TrustedProxies};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 

@@ -8,7 +8,7 @@
 //! is dropped, replaced or reordered: the payloads, concatenated, are exactly
 //! the bytes the target sent.
 
-use server::utf8_stream::{Piece, Utf8Stream};
+use upcase::utf8_stream::{Piece, Utf8Stream};
 
 /// The message type the client last used, which answers follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

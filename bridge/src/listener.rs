@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use server::accept::Acceptor;
-use server::proxy_protocol::{client_address, Presence, TrustedProxies, HEADER_DEADLINE};
+use netkit::accept::Acceptor;
+use netkit::proxy_protocol::{client_address, Presence, TrustedProxies, HEADER_DEADLINE};
 
 use crate::config::Config;
 use crate::metrics::{BridgeMetrics, Refusal};

@@ -1,5 +1,5 @@
 //! What the bridge counts for `--metrics`, as handles made once at start
-//! (see [`server::metrics`]): every label set is resolved here, so
+//! (see [`netkit::metrics`]): every label set is resolved here, so
 //! counting a message, a session or a refusal is an atomic add, with no
 //! lookup, lock or allocation.
 //!
@@ -132,7 +132,7 @@ pub struct BridgeMetrics {
 
 impl BridgeMetrics {
     /// Registers every metric with the recorder in scope (see
-    /// [`server::metrics::Exporter::register`]), so that each appears,
+    /// [`netkit::metrics::Exporter::register`]), so that each appears,
     /// at 0, from the first scrape.
     pub fn register() -> Self {
         describe();
@@ -228,7 +228,7 @@ impl BridgeMetrics {
 impl Default for BridgeMetrics {
     /// Handles that count nothing: a bridge without `--metrics`.
     fn default() -> Self {
-        server::metrics::noop(Self::register)
+        netkit::metrics::noop(Self::register)
     }
 }
 

@@ -30,9 +30,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tracing::{debug, info, warn};
 
-use server::console::describe_io;
+use console::describe_io;
 
-use server::proxy_protocol::{ClientAddress, TrustedProxies};
+use netkit::proxy_protocol::{ClientAddress, TrustedProxies};
 
 use crate::config::Config;
 use crate::forwarded;

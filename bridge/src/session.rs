@@ -43,7 +43,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use server::proxy_protocol::{self, ClientAddress};
+use netkit::proxy_protocol::{self, ClientAddress};
 
 use self::client_to_target::Stop;
 pub use self::ending::{fit_close_reason, Ending};

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tests::*;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,14 +21,10 @@ async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
 
 /// A `servidor` running in this process on a free port, quiet.
 async fn servidor_in_process() -> SocketAddr {
-    let listener = server::tcp::bind("127.0.0.1", 0).await.unwrap();
+    let listener = netkit::listen::bind("127.0.0.1", 0).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = server::tcp::Config::default();
-    tokio::spawn(server::tcp::serve(
-        listener,
-        config,
-        CancellationToken::new(),
-    ));
+    let config = servidor::Config::default();
+    tokio::spawn(servidor::serve(listener, config, CancellationToken::new()));
     addr
 }
 

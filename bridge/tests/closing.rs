@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tests::{bridge_at, within, Running, PATIENCE};
+use testkit::{bridge_at, within, Running, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
@@ -30,7 +30,7 @@ async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
 }
 
 async fn connect(bridge: &Running) -> Ws {
-    tests::websocket(bridge.addr).await
+    testkit::websocket(bridge.addr).await
 }
 
 /// A stand-in target that floods every connection.

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use tests::{bridge_at, within, Running, PATIENCE};
+use testkit::{bridge_at, within, Running, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tests::{
+use testkit::{
     bridge_at, http_get, metrics_addr, promtool_check, refuses, scrape, scrape_until,
     silent_websocket, websocket_from, within, Running, Scrape, PATIENCE,
 };
@@ -71,7 +71,7 @@ async fn bridge(target: SocketAddr, extra: &[&str]) -> (Running, SocketAddr) {
 }
 
 async fn connect(bridge: &Running) -> Ws {
-    tests::websocket(bridge.addr).await
+    testkit::websocket(bridge.addr).await
 }
 
 /// The next data message, skipping pings.

@@ -1,4 +1,4 @@
-//! Fuzz target for `server::upcase::Upcase`, the transform servidor
+//! Fuzz target for `upcase::Upcase`, the transform servidor
 //! applies to every byte it reads: checks it against the rules in
 //! upcase.rs's module comment, with the stream cut where the fuzzer says.
 //!
@@ -24,8 +24,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use server::upcase::{upcase_bytes, Upcase, MAX_GROWTH};
-use server::utf8_stream::MAX_PENDING;
+use upcase::{upcase_bytes, Upcase, MAX_GROWTH};
+use upcase::utf8_stream::MAX_PENDING;
 
 fuzz_target!(|data: &[u8]| {
     let (pieces, stream) = pieces_of(data);

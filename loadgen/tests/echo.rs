@@ -2,7 +2,7 @@
 //! first and echoes what it is sent.
 
 use futures_util::{SinkExt, StreamExt};
-use tests::{round_trip, within, Running, PATIENCE};
+use testkit::{round_trip, within, Running, PATIENCE};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 

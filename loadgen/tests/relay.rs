@@ -2,7 +2,7 @@
 //! one user-space hop): it prints its address first and passes every byte,
 //! and the end of the stream, both ways.
 
-use tests::{read_to_end, round_trip, within, Running, PATIENCE};
+use testkit::{read_to_end, round_trip, within, Running, PATIENCE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

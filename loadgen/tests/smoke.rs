@@ -1,7 +1,7 @@
 //! CI's smoke run: every scenario at small sizes, for correctness only (the
 //! numbers of a debug build mean nothing).
 
-use tests::{repository, run_with_input, servidor_exe};
+use testkit::{repository, run_with_input, servidor_exe};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_and_every_reply_checks_out() {

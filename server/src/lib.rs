@@ -1,24 +1,437 @@
-//! The tutorial's uppercase sockets system ("Tema 12. Sockets"), in Rust.
+//! The TCP server behind `servidor`: a listener that accepts within a
+//! connection limit, and one task per client that answers every read in
+//! uppercase.
 //!
-//! - [`upcase`]: the pure stream transform every message goes through;
-//! - [`utf8_stream`]: cutting a byte stream into characters and stray bytes;
-//! - [`tcp`]: the TCP server behind the `servidor` binary;
-//! - [`accept`]: accepting within a limit, retrying on errors;
-//! - [`proxy_protocol`]: the client's real address behind a load balancer;
-//! - [`client`]: the line-based conversation behind the `cliente` binary;
-//! - [`websocket_link`]: the same conversation through the bridge;
-//! - [`wss`]: which bridge certificates `wss://` accepts, and why not;
-//! - [`console`]: how the binaries speak to the terminal (logs, previews);
-//! - [`metrics`]: the Prometheus metrics both binaries serve on `--metrics`.
+//! Unlike the tutorial's server it serves many clients at once, never cuts a
+//! message, and keeps the memory of each connection bounded: a connection
+//! holds no buffer while idle, reads at most [`Config::read_size`] bytes at a
+//! time, and does not read again until the answer to the last read is sent,
+//! so a client that does not read its answers stops being read (backpressure)
+//! without slowing anyone else.
+//!
+//! What it counts for `--metrics` is in [`ServerMetrics`].
 
-pub mod accept;
-pub mod client;
-pub mod console;
-pub mod metrics;
-pub mod proxy_protocol;
-pub mod shutdown;
-pub mod tcp;
-pub mod upcase;
-pub mod utf8_stream;
-pub mod websocket_link;
-pub mod wss;
+mod metrics;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{sleep, sleep_until, timeout, Instant, Sleep};
+use tokio_util::io::poll_read_buf;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use console::{describe_io, preview};
+use netkit::accept::Acceptor;
+use netkit::proxy_protocol::{client_address, Presence, TrustedProxies, HEADER_DEADLINE};
+use upcase::Upcase;
+
+use self::metrics::OpenConnection;
+pub use self::metrics::ServerMetrics;
+
+/// How the server treats its clients.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Clients served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection whose answer cannot be sent for this long (the client
+    /// does not read) is closed.
+    pub write_timeout: Duration,
+    /// On shutdown, how long a connection may take to send what is already
+    /// transformed.
+    pub shutdown_grace: Duration,
+    /// The most bytes read from a client at once. A busy connection holds
+    /// an answer of at most [`upcase::MAX_GROWTH`] times (this + 3),
+    /// as a read may complete a character held from the one before (and
+    /// its worker thread one read buffer of this size).
+    pub read_size: usize,
+    /// Characters of each message shown in the log.
+    pub log_preview: usize,
+    /// Load balancers whose PROXY header (required from them) names the
+    /// real client.
+    pub trusted_proxies: TrustedProxies,
+    /// What is counted for `--metrics` (no-ops by default).
+    pub metrics: ServerMetrics,
+}
+
+impl Config {
+    /// The tutorial's host: loopback only.
+    pub const HOST: &'static str = "127.0.0.1";
+    /// The tutorial's port.
+    pub const PORT: u16 = 5000;
+    /// Default clients served at once.
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Default seconds of silence before a connection is closed.
+    pub const IDLE_TIMEOUT_SECS: u64 = 600;
+    /// Default seconds an answer may wait for a client that does not read.
+    pub const WRITE_TIMEOUT_SECS: u64 = 30;
+    /// Default characters of each message shown in the log.
+    pub const LOG_PREVIEW: usize = 200;
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_connections: Self::MAX_CONNECTIONS,
+            idle_timeout: Duration::from_secs(Self::IDLE_TIMEOUT_SECS),
+            write_timeout: Duration::from_secs(Self::WRITE_TIMEOUT_SECS),
+            shutdown_grace: Duration::from_millis(500),
+            read_size: 64 * 1024,
+            log_preview: Self::LOG_PREVIEW,
+            trusted_proxies: TrustedProxies::default(),
+            metrics: ServerMetrics::default(),
+        }
+    }
+}
+
+/// Serves clients from `listener` until `shutdown` is cancelled, then stops
+/// accepting and returns once every connection has closed (each gets
+/// [`Config::shutdown_grace`] to deliver what it has transformed).
+///
+/// Errors never end the server: a failed `accept` is logged and retried (see
+/// [`Acceptor`]), and a connection's error ends only that connection.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) {
+    let config = Arc::new(config);
+    let connections = TaskTracker::new();
+    let metrics = &config.metrics;
+    metrics.max.set(config.max_connections as f64);
+    let mut acceptor =
+        Acceptor::new(listener, config.max_connections).with_metrics(metrics.accept.clone());
+    let mut next_id: u64 = 1;
+
+    while let Some(accepted) = acceptor.next(&shutdown).await {
+        metrics.accepted.increment(1);
+        let open = OpenConnection::new(&metrics.open);
+        let connection = Connection {
+            id: next_id,
+            peer: accepted.peer,
+            stream: accepted.stream,
+            config: Arc::clone(&config),
+            // Its own node: waiting on it, as every read does, takes no
+            // lock that other connections take too.
+            shutdown: shutdown.child_token(),
+            traffic: Traffic::default(),
+        };
+        next_id += 1;
+        let permit = accepted.permit;
+        connections.spawn(async move {
+            connection.run().await;
+            drop(open);
+            drop(permit);
+        });
+    }
+
+    drop(acceptor);
+    connections.close();
+    connections.wait().await;
+}
+
+/// Bytes counted on one connection, for the closing log line.
+#[derive(Debug, Default)]
+struct Traffic {
+    received: u64,
+    sent: u64,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Ending {
+    ClientClosed,
+    Shutdown,
+    IdleTimeout(Duration),
+    WriteTimeout(Duration),
+    Failed(io::Error),
+}
+
+impl Ending {
+    /// The `cause` label of each ending, for the metrics.
+    const CAUSES: [&'static str; 5] = [
+        "client_closed",
+        "shutdown",
+        "idle_timeout",
+        "write_timeout",
+        "failed",
+    ];
+
+    /// Where this ending's cause is in [`Ending::CAUSES`].
+    fn cause(&self) -> usize {
+        match self {
+            Ending::ClientClosed => 0,
+            Ending::Shutdown => 1,
+            Ending::IdleTimeout(_) => 2,
+            Ending::WriteTimeout(_) => 3,
+            Ending::Failed(_) => 4,
+        }
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::ClientClosed => write!(f, "el cliente cerró la conexión"),
+            Ending::Shutdown => write!(f, "el servidor se detiene"),
+            Ending::IdleTimeout(after) => {
+                write!(f, "sin actividad durante {} s", after.as_secs())
+            }
+            Ending::WriteTimeout(after) => write!(
+                f,
+                "el cliente no leyó la respuesta en {} s",
+                after.as_secs()
+            ),
+            Ending::Failed(error) => write!(f, "{}", describe_io(error)),
+        }
+    }
+}
+
+/// One client, served by its own task.
+struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    stream: TcpStream,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    traffic: Traffic,
+}
+
+impl Connection {
+    async fn run(mut self) {
+        let trusted = &self.config.trusted_proxies;
+        let client = match client_address(
+            &mut self.stream,
+            self.peer,
+            trusted,
+            Presence::Required,
+            HEADER_DEADLINE,
+        )
+        .await
+        {
+            Ok(client) => client,
+            Err(refused) => {
+                warn!(
+                    "[#{}] Conexión rechazada desde {}: {refused}",
+                    self.id, self.peer
+                );
+                return;
+            }
+        };
+        info!("[#{}] Conexión desde: {client}", self.id);
+        // Answers are written as soon as they are ready; Nagle would hold a
+        // small one back while an earlier segment awaits its ACK.
+        let _ = self.stream.set_nodelay(true);
+        let ending = self.converse().await;
+        self.config.metrics.ended(&ending);
+        info!(
+            "[#{}] Conexión cerrada: {} ({} bytes recibidos, {} enviados)",
+            self.id, ending, self.traffic.received, self.traffic.sent
+        );
+    }
+
+    /// Reads, transforms and answers until the client or the server ends
+    /// the conversation.
+    async fn converse(&mut self) -> Ending {
+        let mut upcase = Upcase::new();
+        // Kept while the client keeps sending; given back whenever it
+        // pauses, so idle clients hold no buffer at all.
+        let mut output = Vec::new();
+        // Made once for the connection, not once per message: a new waiter
+        // and a new timer for every read would each be registered and
+        // removed again under a lock. The alarm moves only when it goes off.
+        let stopping = self.shutdown.clone().cancelled_owned();
+        let mut last_read = Instant::now();
+        let alarm = sleep_until(last_read + self.config.idle_timeout);
+        tokio::pin!(stopping, alarm);
+        loop {
+            // One attempt, without waiting: a busy client is read again at
+            // once, with no timer or waiter involved.
+            let read = poll_fn(|cx| {
+                Poll::Ready(self.poll_read_and_transform(cx, &mut upcase, &mut output))
+            })
+            .await;
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    return Box::pin(self.close(&mut upcase, Ending::ClientClosed)).await
+                }
+                Poll::Ready(Ok(_)) => last_read = Instant::now(),
+                Poll::Ready(Err(error)) => return Ending::Failed(error),
+                Poll::Pending => {
+                    output = Vec::new();
+                    let waited = self
+                        .wait_for_input(stopping.as_mut(), alarm.as_mut(), last_read)
+                        .await;
+                    match waited {
+                        Ok(()) => continue,
+                        Err(Ending::Failed(error)) => return Ending::Failed(error),
+                        Err(ending) => return Box::pin(self.close(&mut upcase, ending)).await,
+                    }
+                }
+            }
+            if let Err(ending) = self.deliver(&output).await {
+                return ending;
+            }
+        }
+    }
+
+    /// Reads what the client has sent and transforms it into `output`;
+    /// returns how many bytes were read.
+    ///
+    /// The read buffer belongs to the worker thread, not the connection:
+    /// nothing awaits between the read and the transform, so one buffer
+    /// serves every connection of the thread, and is never freed and
+    /// allocated again between two reads of a busy stream.
+    ///
+    /// Through `poll_read`: a read that fills less than the buffer has
+    /// emptied the socket, and tokio then forgets its readiness at once,
+    /// where `try_read` needs one more read failing with `WouldBlock` (a
+    /// system call per message) to learn it.
+    fn poll_read_and_transform(
+        &mut self,
+        cx: &mut Context<'_>,
+        upcase: &mut Upcase,
+        output: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        thread_local! {
+            static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        INPUT.with_borrow_mut(|input| {
+            input.clear();
+            input.reserve(self.config.read_size);
+            let read = match poll_read_buf(Pin::new(&mut self.stream), cx, input) {
+                Poll::Ready(Ok(read)) => read,
+                other => return other,
+            };
+            if read == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            self.traffic.received += read as u64;
+            let metrics = &self.config.metrics;
+            metrics.received.increment(read as u64);
+            output.clear();
+            upcase.feed(input, output);
+            let invalid = upcase.take_invalid();
+            if invalid > 0 {
+                metrics.invalid_utf8.increment(invalid);
+            }
+            info!(
+                "[#{}] desde el usuario conectado: {}",
+                self.id,
+                preview(input, self.config.log_preview)
+            );
+            if !output.is_empty() {
+                info!(
+                    "[#{}] enviando: {}",
+                    self.id,
+                    preview(output, self.config.log_preview)
+                );
+            }
+            Poll::Ready(Ok(read))
+        })
+    }
+
+    /// Waits until the client sends something, or why not: the server
+    /// stops, or nothing came for the idle timeout since `last_read`.
+    async fn wait_for_input(
+        &mut self,
+        mut stopping: Pin<&mut WaitForCancellationFutureOwned>,
+        mut alarm: Pin<&mut Sleep>,
+        last_read: Instant,
+    ) -> Result<(), Ending> {
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stopping => return Err(Ending::Shutdown),
+                ready = self.stream.readable() => return ready.map_err(Ending::Failed),
+                () = &mut alarm => {
+                    let due = last_read + self.config.idle_timeout;
+                    if due <= Instant::now() {
+                        return Err(Ending::IdleTimeout(self.config.idle_timeout));
+                    }
+                    // The client spoke since the alarm was set.
+                    alarm.as_mut().reset(due);
+                }
+            }
+        }
+    }
+
+    /// Sends `bytes` whole, unless the client stops reading for longer than
+    /// the write timeout, or the server is stopping and the grace runs out.
+    async fn deliver(&mut self, bytes: &[u8]) -> Result<(), Ending> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let grace = self.config.shutdown_grace;
+        let shutdown = &self.shutdown;
+        let grace_over = async {
+            shutdown.cancelled().await;
+            sleep(grace).await;
+        };
+        let write_timeout = self.config.write_timeout;
+        let written = tokio::select! {
+            // The write first: it usually completes at once, and the other
+            // branch then never registers anything.
+            biased;
+            written = timeout(write_timeout, self.stream.write_all(bytes)) => written,
+            _ = grace_over => return Err(Ending::Shutdown),
+        };
+        match written {
+            Ok(Ok(())) => {
+                self.traffic.sent += bytes.len() as u64;
+                self.config.metrics.sent.increment(bytes.len() as u64);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(Ending::Failed(error)),
+            Err(_elapsed) => Err(Ending::WriteTimeout(write_timeout)),
+        }
+    }
+
+    /// Ends the conversation without losing a byte: the held tail of an
+    /// incomplete character goes out unchanged, then the write side is shut
+    /// so the client sees the end of its answers.
+    async fn close(&mut self, upcase: &mut Upcase, ending: Ending) -> Ending {
+        let mut tail = Vec::new();
+        upcase.finish(&mut tail);
+        let invalid = upcase.take_invalid();
+        if invalid > 0 {
+            self.config.metrics.invalid_utf8.increment(invalid);
+        }
+        if let Err(failed) = self.deliver(&tail).await {
+            return failed;
+        }
+        let grace = self.config.shutdown_grace;
+        if let Ok(Err(error)) = timeout(grace, self.stream.shutdown()).await {
+            return Ending::Failed(error);
+        }
+        if !matches!(ending, Ending::ClientClosed) {
+            // The client may still be sending. Closing with unread input
+            // makes the kernel send RST, which can destroy answers the client
+            // has not read yet, so read and discard until it closes too.
+            self.drain_until(Instant::now() + grace).await;
+        }
+        ending
+    }
+
+    async fn drain_until(&mut self, deadline: Instant) {
+        // On the heap: a buffer in the future would be held by every
+        // connection, idle or not.
+        let mut scrap = vec![0u8; 4096];
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.readable()).await {
+            match self.stream.try_read(&mut scrap) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}

@@ -1,295 +1,111 @@
-//! Prometheus metrics for `servidor` and `bridge`: what both binaries share
-//! when started with `--metrics MÁQUINA:PUERTO`.
-//!
-//! - [`Exporter`]: the registry (the `metrics` crate's facade over
-//!   `metrics-exporter-prometheus`), with the program's build info and the
-//!   process's metrics (`metrics-process`: memory, descriptors, CPU);
-//! - [`bind`] and [`serve`]: `GET /metrics` on a listener of its own, so the
-//!   metrics never share the public port by accident.
-//!
-//! Each program registers its own handles through [`Exporter::register`]
-//! once, at start: a handle is an atomic in the registry, so counting on
-//! the hot path takes no lock, looks up no label and allocates nothing.
-//! Without `--metrics` no exporter exists and the programs count on
-//! [`noop`] handles, which do nothing.
+//! What `servidor` counts, as handles made once at start (see
+//! [`crate::metrics`]): counting a read, a write or a connection is an
+//! atomic add, with no lookup, lock or allocation.
 
-use std::convert::Infallible;
-use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics_exporter_prometheus::{
-    BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
-use thiserror::Error;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use super::Ending;
+use netkit::accept::AcceptMetrics;
 
-use crate::accept::Acceptor;
-use crate::console::describe_io;
-
-/// The path the metrics are served on.
-pub const PATH: &str = "/metrics";
-
-/// The Prometheus text format, version 0.0.4: what every Prometheus
-/// version and `promtool check metrics` read.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Scrapers connected at once; more wait in the listen backlog. A
-/// Prometheus server keeps one connection per target.
-const MAX_CONNECTIONS: usize = 64;
-
-/// How long a scraper may take to send its request, and how long an idle
-/// keep-alive connection is kept.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often histogram samples are folded into their buckets between
-/// scrapes, so that they never pile up when nobody scrapes.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Why the metrics could not be set up.
-#[derive(Debug, Error)]
-pub enum MetricsError {
-    /// The address given to `--metrics` is not `host:port`.
-    #[error("--metrics «{0}» no es MÁQUINA:PUERTO (p. ej. 127.0.0.1:9100)")]
-    NotHostPort(String),
-    /// The address given to `--metrics` could not be listened on.
-    #[error("no se pudo escuchar en --metrics {address}: {}", describe_io(.source))]
-    Bind {
-        /// The address given.
-        address: String,
-        /// Why.
-        source: io::Error,
-    },
-    /// A histogram was given no buckets.
-    #[error("histograma mal definido: {0}")]
-    Histogram(#[from] BuildError),
+/// Handles for every metric of `servidor`.
+#[derive(Debug, Clone)]
+pub struct ServerMetrics {
+    pub(super) open: Gauge,
+    pub(super) accepted: Counter,
+    /// By [`Ending::cause`].
+    ended: [Counter; Ending::CAUSES.len()],
+    pub(super) received: Counter,
+    pub(super) sent: Counter,
+    pub(super) invalid_utf8: Counter,
+    pub(super) max: Gauge,
+    pub(super) accept: AcceptMetrics,
 }
 
-/// The registry of one program's metrics, and how they are rendered.
-pub struct Exporter {
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
-    process: metrics_process::Collector,
-}
-
-impl Exporter {
-    /// A registry for `program` (the prefix of its metric names) at
-    /// `version`, with `histograms` rendered as Prometheus histograms with
-    /// those bucket bounds (the exporter's default would be a summary).
-    ///
-    /// It registers `<program>_build_info{version}` (always 1) and the
-    /// process metrics.
-    pub fn new(
-        program: &str,
-        version: &str,
-        histograms: &[(&str, &[f64])],
-    ) -> Result<Self, MetricsError> {
-        let mut builder = PrometheusBuilder::new();
-        for (name, buckets) in histograms {
-            builder =
-                builder.set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets)?;
-        }
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        let exporter = Self {
-            recorder,
-            handle,
-            process: metrics_process::Collector::default(),
-        };
-        let name = format!("{program}_build_info");
-        exporter.register(|| {
-            ::metrics::describe_gauge!(
-                name.clone(),
-                "Always 1; the version label tells which build is running."
-            );
-            ::metrics::gauge!(name, "version" => version.to_string()).set(1.0);
-            exporter.process.describe();
-        });
-        Ok(exporter)
-    }
-
-    /// Runs `register` with this registry as the `metrics` crate's
-    /// recorder: the handles it makes with `counter!`, `gauge!` and
-    /// `histogram!` count into this registry for as long as they live, and
-    /// its `describe_*!` calls give the `# HELP` lines.
-    pub fn register<T>(&self, register: impl FnOnce() -> T) -> T {
-        ::metrics::with_local_recorder(&self.recorder, register)
-    }
-
-    /// Every metric in the Prometheus text format (0.0.4), the process
-    /// metrics read at this moment.
-    pub fn render(&self) -> String {
-        self.register(|| self.process.collect());
-        self.handle.render()
-    }
-}
-
-/// Handles that count nothing, for a program run without `--metrics`:
-/// `make` runs with no recorder, so every handle it makes is a no-op.
-pub fn noop<T>(make: impl FnOnce() -> T) -> T {
-    ::metrics::with_local_recorder(&::metrics::NoopRecorder, make)
-}
-
-/// Listens on `address` (`MÁQUINA:PUERTO`; port 0 takes a free one) for
-/// scrapers.
-pub async fn bind(address: &str) -> Result<TcpListener, MetricsError> {
-    let host_port = address
-        .rsplit_once(':')
-        .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if host_port.is_none() {
-        return Err(MetricsError::NotHostPort(address.to_string()));
-    }
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| MetricsError::Bind {
-            address: address.to_string(),
-            source,
-        })
-}
-
-/// The URL the metrics are served at, for the announcement.
-pub fn url(addr: SocketAddr) -> String {
-    format!("http://{addr}{PATH}")
-}
-
-/// Answers scrapers on `listener` for as long as the program runs:
-/// `GET /metrics` gets every metric; another path gets 404, another method
-/// on `/metrics` 405, and a request hyper cannot parse 400.
-pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
-    // Never cancelled: the metrics stay readable while the program stops,
-    // and end with it.
-    let forever = CancellationToken::new();
-    let mut acceptor = Acceptor::new(listener, MAX_CONNECTIONS);
-    let upkeep = {
-        let handle = exporter.handle.clone();
-        async move {
-            let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
-            loop {
-                ticks.tick().await;
-                handle.run_upkeep();
-            }
-        }
-    };
-    tokio::pin!(upkeep);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut upkeep => return,
-            accepted = acceptor.next(&forever) => accepted,
-        };
-        let Some(accepted) = accepted else { return };
-        let exporter = Arc::clone(&exporter);
-        // Not tracked: nothing waits for a scrape to finish.
-        tokio::spawn(async move {
-            let _permit = accepted.permit;
-            let service = service_fn(move |request| {
-                let response = answer(&request, &exporter);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(accepted.stream), service)
-                .await;
-            if let Err(error) = served {
-                debug!(
-                    "métricas: conexión con {} terminada: {error}",
-                    accepted.peer
-                );
-            }
-        });
-    }
-}
-
-/// The answer to one request to the metrics port.
-fn answer(request: &Request<Incoming>, exporter: &Exporter) -> Response<Full<Bytes>> {
-    if request.uri().path() != PATH {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "no encontrado: las métricas están en /metrics\n",
+impl ServerMetrics {
+    /// Registers every metric with the recorder in scope (see
+    /// [`crate::metrics::Exporter::register`]), so that each appears, at
+    /// 0, from the first scrape.
+    pub fn register() -> Self {
+        describe_gauge!(
+            "servidor_connections_open",
+            "Client connections being served now."
         );
-    }
-    match *request.method() {
-        Method::GET | Method::HEAD => {
-            let mut response = Response::new(Full::new(Bytes::from(exporter.render())));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
-            response
-        }
-        _ => {
-            let mut response = plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "método no admitido: las métricas se leen con GET\n",
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            response
+        describe_counter!(
+            "servidor_connections_accepted_total",
+            "Client connections accepted."
+        );
+        describe_counter!(
+            "servidor_connections_ended_total",
+            "Client connections ended, by cause: client_closed, idle_timeout, write_timeout, failed (reset or another error), shutdown."
+        );
+        describe_counter!(
+            "servidor_received_bytes_total",
+            "Bytes received from clients."
+        );
+        describe_counter!("servidor_sent_bytes_total", "Bytes sent to clients.");
+        describe_counter!(
+            "servidor_invalid_utf8_bytes_total",
+            "Bytes received that were not valid UTF-8 and were passed through unchanged."
+        );
+        describe_counter!(
+            "servidor_accept_errors_total",
+            "Failed accept calls (each is retried after a pause)."
+        );
+        describe_gauge!(
+            "servidor_connections_max",
+            "Client connections served at once at most (--max-connections)."
+        );
+        describe_gauge!(
+            "servidor_connection_limit_waiting",
+            "1 while every connection place is taken and new clients wait in the listen backlog, else 0."
+        );
+        describe_counter!(
+            "servidor_connection_limit_reached_total",
+            "Times every connection place was found taken (new clients then wait in the listen backlog)."
+        );
+        Self {
+            open: gauge!("servidor_connections_open"),
+            accepted: counter!("servidor_connections_accepted_total"),
+            ended: Ending::CAUSES
+                .map(|cause| counter!("servidor_connections_ended_total", "cause" => cause)),
+            received: counter!("servidor_received_bytes_total"),
+            sent: counter!("servidor_sent_bytes_total"),
+            invalid_utf8: counter!("servidor_invalid_utf8_bytes_total"),
+            max: gauge!("servidor_connections_max"),
+            accept: AcceptMetrics {
+                errors: counter!("servidor_accept_errors_total"),
+                limit_waiting: gauge!("servidor_connection_limit_waiting"),
+                limit_reached: counter!("servidor_connection_limit_reached_total"),
+            },
         }
     }
+
+    /// Counts a connection's end.
+    pub(super) fn ended(&self, ending: &Ending) {
+        self.ended[ending.cause()].increment(1);
+    }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+impl Default for ServerMetrics {
+    /// Handles that count nothing: `servidor` without `--metrics`.
+    fn default() -> Self {
+        netkit::metrics::noop(Self::register)
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Marks a connection open for as long as it lives: the gauge comes down
+/// however the connection's task ends.
+pub(super) struct OpenConnection(Gauge);
 
-    #[test]
-    fn handles_count_into_their_registry_and_noop_ones_nowhere() {
-        let exporter = Exporter::new("prueba", "1.2.3", &[("prueba_seconds", &[0.5, 1.0])])
-            .expect("an exporter");
-        let (counter, histogram) = exporter.register(|| {
-            ::metrics::describe_counter!("prueba_things_total", "Things.");
-            (
-                ::metrics::counter!("prueba_things_total", "kind" => "a"),
-                ::metrics::histogram!("prueba_seconds"),
-            )
-        });
-        let silent = noop(|| ::metrics::counter!("prueba_things_total", "kind" => "a"));
-        counter.increment(2);
-        silent.increment(5);
-        histogram.record(0.7);
-        let text = exporter.render();
-        assert!(
-            text.contains("# HELP prueba_things_total Things.\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("prueba_things_total{kind=\"a\"} 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("prueba_build_info{version=\"1.2.3\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("prueba_seconds_bucket{le=\"0.5\"} 0\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("prueba_seconds_bucket{le=\"1\"} 1\n"),
-            "{text}"
-        );
-        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+impl OpenConnection {
+    pub(super) fn new(open: &Gauge) -> Self {
+        open.increment(1.0);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tests::{
+use testkit::{
     http_exchange, http_get, metrics_addr, promtool_check, read_to_end, refuses, round_trip,
     scrape, scrape_until, Running, Scrape,
 };
@@ -135,7 +135,7 @@ async fn clients_past_the_limit_wait_and_the_wait_shows() {
     );
     assert_eq!(waiting.value("servidor_connections_open", &[]), 1.0);
     drop(first);
-    assert_eq!(tests::read_line(&mut second).await, b"DOS\n");
+    assert_eq!(testkit::read_line(&mut second).await, b"DOS\n");
     let served = scrape_until(metrics, "the second client served", |scrape| {
         scrape.value("servidor_connections_accepted_total", &[]) == 2.0
             && scrape.value("servidor_connection_limit_reached_total", &[]) == 2.0

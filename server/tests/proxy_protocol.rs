@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use server::proxy_protocol::v2_header;
-use tests::{read_line, read_to_end, round_trip, within, Running, PATIENCE};
+use netkit::proxy_protocol::v2_header;
+use testkit::{read_line, read_to_end, round_trip, within, Running, PATIENCE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 

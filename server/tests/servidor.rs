@@ -2,15 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use tests::*;
+use testkit::*;
 
-use server::upcase::upcase_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use upcase::upcase_bytes;
 
 /// This package's own binaries, as cargo built them for these tests.
 const SERVIDOR: &str = env!("CARGO_BIN_EXE_servidor");
-const CLIENTE: &str = env!("CARGO_BIN_EXE_cliente");
 
 async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
     servidor_at(SERVIDOR, args, env).await
@@ -28,7 +27,7 @@ async fn connect(server: &Running) -> TcpStream {
 async fn transcript_with_cliente() {
     let server = servidor(&[], &[]).await;
     let port = server.addr.port().to_string();
-    let run = run_with_input(CLIENTE, &["--port", &port], b"Hola\nq\n").await;
+    let run = run_with_input(cliente_exe(), &["--port", &port], b"Hola\nq\n").await;
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout, " -> Recibido del servidor: HOLA\n -> ");
 

@@ -1,10 +1,9 @@
 //! Interoperability with the tutorial's own Python programs, both ways.
 
-use tests::*;
+use testkit::*;
 
 /// This package's own binaries, as cargo built them for these tests.
 const SERVIDOR: &str = env!("CARGO_BIN_EXE_servidor");
-const CLIENTE: &str = env!("CARGO_BIN_EXE_cliente");
 
 async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
     servidor_at(SERVIDOR, args, env).await
@@ -17,7 +16,7 @@ async fn cliente_talks_to_the_tutorial_servidor_py() {
     let script = tutorial_program("servidor.py");
     let server = Running::start(PYTHON, &["-u", script.to_str().unwrap(), "0"], &[]).await;
     let port = server.addr.port().to_string();
-    let run = run_with_input(CLIENTE, &["--port", &port], b"Hola\nq\n").await;
+    let run = run_with_input(cliente_exe(), &["--port", &port], b"Hola\nq\n").await;
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout, " -> Recibido del servidor: HOLA\n -> ");
 

@@ -24,15 +24,17 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     }
 }
 
-/// The path of one of the workspace's binaries, as the last build left it.
+/// The path of one of the workspace's binaries, built if it is not yet.
 ///
 /// A package's own tests take their binaries from cargo
 /// (`CARGO_BIN_EXE_<name>`), which builds them first. The tests that cross
 /// packages (the whole chain, the browser, the balancers, loadgen's smoke
-/// run) find the others beside their own executable, in the same target
-/// directory; nothing is built here. `cargo test --workspace` (and so
-/// `scripts/test`) builds every binary before it runs any test.
+/// run) ask for the others here: the first call for a name in a test process
+/// runs `cargo build --bin <name>` into the same target directory and
+/// profile (a no-op when it is up to date), so `cargo test -p <package>`
+/// works on its own as well as inside `cargo test --workspace`.
 pub fn built(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let test_exe = std::env::current_exe().expect("the test's own path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let profile_dir = test_exe
@@ -40,10 +42,33 @@ pub fn built(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("a test executable under target/<profile>/deps");
     let path = profile_dir.join(name);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !built.iter().any(|done| done == name) {
+        let target_dir = profile_dir.parent().expect("target/<profile>");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = std::process::Command::new(cargo);
+        command
+            .args(["build", "--quiet", "--bin", name, "--target-dir"])
+            .arg(target_dir)
+            .current_dir(repository());
+        if profile_dir.file_name().is_some_and(|dir| dir == "release") {
+            command.arg("--release");
+        }
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+        assert!(
+            output.status.success(),
+            "cargo build --bin {name} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        built.push(name.to_string());
+    }
     assert!(
         path.exists(),
-        "no binary {name} in {}: build it first (cargo build --workspace --bins, or run \
-         cargo test --workspace, as scripts/test does)",
+        "no binary {name} in {}",
         profile_dir.display()
     );
     path

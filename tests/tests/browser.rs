@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use tests::*;
+use testkit::*;
 use tokio::process::{Child, Command};
 
 /// The page, gzipped, must stay within this.

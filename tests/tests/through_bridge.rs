@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tests::*;
+use testkit::*;
 
 #[tokio::test]
 async fn cliente_url_talks_through_the_bridge() {

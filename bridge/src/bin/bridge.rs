@@ -13,10 +13,10 @@ use bridge::origin::OriginPolicy;
 use bridge::session::SessionConfig;
 use bridge::{tls, Config};
 use clap::Parser;
-use server::console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
-use server::metrics::{self, Exporter};
-use server::proxy_protocol::TrustedProxies;
-use server::{shutdown, tcp};
+use console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
+use netkit::metrics::{self, Exporter};
+use netkit::proxy_protocol::TrustedProxies;
+use netkit::{listen, shutdown};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -157,8 +157,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("--listen «{listen}» no es MÁQUINA:PUERTO"))?;
     let metrics_address = args.metrics.clone();
     let mut config = config_of(args)?;
-    server::accept::raise_descriptor_limit();
-    let listener = tcp::bind(host, port).await?;
+    netkit::accept::raise_descriptor_limit();
+    let listener = listen::bind(host, port).await?;
     let scraped = match &metrics_address {
         Some(address) => Some((metrics::bind(address).await?, exporter()?)),
         None => None,

@@ -122,7 +122,7 @@ fn stop_for(error: WsError, config: &SessionConfig) -> Stop {
         WsError::Protocol(violation) => {
             Stop::AfterTarget(Ending::ProtocolViolation(violation.to_string()))
         }
-        WsError::Io(error) => Stop::Now(Ending::ClientFailed(server::console::describe_io(&error))),
+        WsError::Io(error) => Stop::Now(Ending::ClientFailed(console::describe_io(&error))),
         other => Stop::Now(Ending::ClientFailed(other.to_string())),
     }
 }

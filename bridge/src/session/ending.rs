@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use server::console::describe_io;
+use console::describe_io;
 
 /// Why a session ended.
 #[derive(Debug)]

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use server::console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
-use server::metrics::{self, Exporter};
-use server::proxy_protocol::TrustedProxies;
-use server::shutdown;
-use server::tcp::{self, Config, ServerMetrics};
+use console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
+use netkit::metrics::{self, Exporter};
+use netkit::proxy_protocol::TrustedProxies;
+use netkit::shutdown;
+use servidor::{Config, ServerMetrics};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -96,8 +96,8 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
     let trusted_proxies = TrustedProxies::new(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
-    server::accept::raise_descriptor_limit();
-    let listener = tcp::bind(&args.host, args.port).await?;
+    netkit::accept::raise_descriptor_limit();
+    let listener = netkit::listen::bind(&args.host, args.port).await?;
     let local = listener
         .local_addr()
         .context("no se pudo leer la dirección de escucha")?;
@@ -125,7 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(metrics_listener, Arc::new(exporter)));
     }
     let stop = CancellationToken::new();
-    let mut serving = tokio::spawn(tcp::serve(listener, config, stop.clone()));
+    let mut serving = tokio::spawn(servidor::serve(listener, config, stop.clone()));
 
     tokio::select! {
         signal = shutdown::signal() => {

@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::client::{ClientError, Link};
 use crate::wss::{self, CertificateProblem};
+use crate::{ClientError, Link};
 
 /// A WebSocket session with the bridge.
 pub struct WebSocketLink {

@@ -1,18 +1,13 @@
 //! The real `cliente` binary, against `servidor` and against stand-in
 //! servers that misbehave.
 
-use tests::*;
+use testkit::*;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-/// This package's own binaries, as cargo built them for these tests.
-const SERVIDOR: &str = env!("CARGO_BIN_EXE_servidor");
+/// This package's own binary, as cargo built it for these tests.
 const CLIENTE: &str = env!("CARGO_BIN_EXE_cliente");
-
-async fn servidor(args: &[&str], env: &[(&str, &str)]) -> Running {
-    servidor_at(SERVIDOR, args, env).await
-}
 
 #[tokio::test]
 async fn piped_input_prints_the_tutorial_answer() {

@@ -5,10 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use server::client::{self, ClientError};
-use server::console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
-use server::tcp::Config;
-use server::websocket_link;
+use cliente::websocket_link;
+use cliente::ClientError;
+use console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use tokio::io::BufReader;
 
 /// Cliente del Tema 12: envía cada línea escrita al servidor y muestra la
@@ -34,7 +33,7 @@ struct Args {
     #[arg(
         long,
         value_name = "MÁQUINA",
-        default_value = Config::HOST
+        default_value = cliente::DEFAULT_HOST
     )]
     host: String,
 
@@ -42,7 +41,7 @@ struct Args {
     #[arg(
         long,
         value_name = "PUERTO",
-        default_value_t = Config::PORT
+        default_value_t = cliente::DEFAULT_PORT
     )]
     port: u16,
 
@@ -91,11 +90,11 @@ async fn run(args: Args) -> Result<(), ClientError> {
     match &args.url {
         Some(url) => {
             let link = websocket_link::connect_url(url, args.ca_cert.as_deref(), patience).await?;
-            client::converse(link, input, output, patience).await
+            cliente::converse(link, input, output, patience).await
         }
         None => {
-            let link = client::connect(&args.host, args.port, patience).await?;
-            client::converse(link, input, output, patience).await
+            let link = cliente::connect(&args.host, args.port, patience).await?;
+            cliente::converse(link, input, output, patience).await
         }
     }
 }

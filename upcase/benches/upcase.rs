@@ -3,11 +3,11 @@
 //! the same bytes. Each input is 4 MiB fed in 64 KiB chunks, as a busy
 //! connection would feed it.
 //!
-//! `cargo bench -p server --bench upcase`; see BENCHMARKS.md.
+//! `cargo bench -p upcase --bench upcase`; see BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use server::upcase::Upcase;
 use std::hint::black_box;
+use upcase::Upcase;
 
 const SIZE: usize = 4 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;

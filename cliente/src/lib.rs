@@ -15,7 +15,16 @@ use tokio::io::{
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::console::describe_io;
+use console::describe_io;
+
+pub mod websocket_link;
+pub mod wss;
+
+/// Where the tutorial's server listens, and so where `cliente` connects by
+/// default (the same address `servidor` listens on by default).
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// The tutorial's port.
+pub const DEFAULT_PORT: u16 = 5000;
 
 /// The prompt before each message, as in the tutorial.
 pub const PROMPT: &str = " -> ";
@@ -82,7 +91,7 @@ pub enum ClientError {
         /// The URL.
         url: String,
         /// Why.
-        problem: crate::wss::CertificateProblem,
+        problem: wss::CertificateProblem,
     },
     /// `ws://` to a bridge that answers with TLS, or `wss://` to one that
     /// answers without it.
@@ -327,7 +336,7 @@ mod tests {
                 Ok(0) | Err(_) => return,
                 Ok(read) => read,
             };
-            for byte in crate::upcase::upcase_bytes(&buffer[..read]) {
+            for byte in upcase::upcase_bytes(&buffer[..read]) {
                 if writer.write_all(&[byte]).await.is_err() {
                     return;
                 }

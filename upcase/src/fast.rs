@@ -275,7 +275,7 @@ fn upcase_ascii_byte(byte: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upcase::upcase_bytes;
+    use crate::upcase_bytes;
 
     #[test]
     fn decodes_every_short_sequence_as_from_utf8_does() {

@@ -21,8 +21,12 @@
 //! gives. Valid text is decoded and mapped here in one pass; what is
 //! invalid or cut between chunks goes to [`crate::utf8_stream`], which
 //! decides what is held and what passes through.
+//!
+//! No I/O and no runtime: `servidor`, the bridge, the benchmarks and the
+//! fuzz targets all depend on this package alone for the rules.
 
 mod fast;
+pub mod utf8_stream;
 
 use self::fast::{invalid_len, upcase_valid_prefix};
 use crate::utf8_stream::{Piece, Utf8Stream, MAX_PENDING};

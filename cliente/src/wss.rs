@@ -19,7 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use crate::client::ClientError;
+use crate::ClientError;
 
 /// The TLS settings for `wss://`: the public roots, plus the PEM
 /// certificates in `ca_cert`, each both trusted as a root and pinned.
