@@ -27,6 +27,9 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The built page to serve, if any.
     pub web: Option<PathBuf>,
+    /// The one site (an origin) that may show the page in a frame; none
+    /// by default.
+    pub frame_from: Option<String>,
     /// TLS for https and wss, if given.
     pub tls: Option<TlsAcceptor>,
     /// Bound on the TLS handshake, each request's headers and an idle
@@ -67,6 +70,7 @@ impl Config {
             max_sessions: Self::MAX_SESSIONS,
             websocket: websocket_config(SessionConfig::MAX_MESSAGE),
             web: None,
+            frame_from: None,
             tls: None,
             handshake_timeout: Duration::from_secs(Self::HANDSHAKE_TIMEOUT_SECS),
             drain: Duration::from_secs(Self::DRAIN_SECS),

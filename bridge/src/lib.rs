@@ -8,6 +8,7 @@
 //! - [`listener`]: HTTP(S) connections, with handshake deadlines, and the
 //!   drain at shutdown;
 //! - [`routes`]: `/ws`, `/healthz` and the page's files;
+//! - [`page`]: the headers every answer carries (CSP, caching, HSTS);
 //! - [`origin`]: which pages may connect;
 //! - [`forwarded`]: the client's address from a trusted proxy's headers;
 //! - [`session`]: one WebSocket ⇄ one TCP connection to the fixed target,
@@ -24,6 +25,7 @@ pub mod framing;
 pub mod listener;
 pub mod metrics;
 pub mod origin;
+pub mod page;
 pub mod read_ahead;
 pub mod routes;
 pub mod session;

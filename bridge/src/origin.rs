@@ -93,7 +93,7 @@ impl OriginPolicy {
 
 /// `scheme://host[:port]` in lower case, without the scheme's default port
 /// or a trailing slash; `None` if it is not of that form.
-fn normalize_origin(origin: &str) -> Option<String> {
+pub fn normalize_origin(origin: &str) -> Option<String> {
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
     let (scheme, authority) = origin.split_once("://")?;
     let default_port = match scheme {

@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::forwarded;
 use crate::metrics::{BridgeMetrics, Refusal};
 use crate::origin::OriginPolicy;
+use crate::page::{Answer, PageHeaders};
 use crate::read_ahead::ReadAhead;
 use crate::session::{self, SessionConfig};
 
@@ -62,6 +63,8 @@ pub struct App {
     pub trusted_proxies: TrustedProxies,
     /// What is counted for `--metrics`.
     pub metrics: Arc<BridgeMetrics>,
+    /// The headers every answer carries.
+    pub page: PageHeaders,
     next_id: AtomicU64,
 }
 
@@ -78,6 +81,7 @@ impl App {
             shutdown,
             trusted_proxies: config.trusted_proxies.clone(),
             metrics: Arc::clone(&config.metrics),
+            page: PageHeaders::new(config.web.as_deref(), config.frame_from.clone()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -118,7 +122,35 @@ pub fn router(app: Arc<App>) -> Router {
         }
         None => router.fallback(no_page),
     };
-    router.with_state(app)
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            security_headers,
+        ))
+        .with_state(app)
+}
+
+/// Adds [`PageHeaders`]' headers to every answer, the page's files,
+/// `/healthz` and refusals alike.
+async fn security_headers(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request.uri().clone();
+    let https = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .is_some_and(|connection| connection.tls);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let answer = if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        PageHeaders::classify(&uri, response.headers())
+    } else {
+        Answer::Other
+    };
+    app.page.apply(response.headers_mut(), answer, &uri, https);
+    response
 }
 
 fn plain(status: StatusCode, text: impl Into<String>) -> Response {

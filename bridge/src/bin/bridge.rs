@@ -68,6 +68,11 @@ struct Args {
     #[arg(long = "allow-origin", value_name = "ORIGEN")]
     allow_origins: Vec<String>,
 
+    /// Único sitio (un origen, p. ej. el aula virtual del curso) que puede
+    /// mostrar la página dentro de un marco; sin él, ninguno.
+    #[arg(long = "allow-frame-from", value_name = "ORIGEN")]
+    allow_frame_from: Option<String>,
+
     /// Certificado PEM para servir https y wss (con --tls-key).
     #[arg(long, value_name = "FICHERO", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -212,6 +217,14 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
             warn!("{} no tiene index.html", web.display());
         }
     }
+    let frame_from = match &args.allow_frame_from {
+        Some(origin) => Some(bridge::origin::normalize_origin(origin).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--allow-frame-from «{origin}» no es un origen (esquema://máquina[:puerto])"
+            )
+        })?),
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
@@ -237,6 +250,7 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         max_sessions: args.max_sessions as usize,
         websocket: websocket_config(max_message),
         web: args.web,
+        frame_from,
         tls,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         drain: Duration::from_secs(args.drain),
