@@ -8,14 +8,13 @@
 //! Each test file uses part of this module.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -26,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::Layer;
 
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
 use bridge::Config;
@@ -51,26 +51,25 @@ pub fn fast_config(target: SocketAddr) -> Config {
 /// One subscriber serves the whole test binary (a per-thread default
 /// subscriber races with tracing's per-callsite interest cache when tests
 /// run in parallel) and hands each line to the [`Log`] of the thread that
-/// wrote it. So a [`Log`] sees what runs on its test's thread: use it from
-/// `#[tokio::test]`'s current-thread runtime, where the bridge's tasks all
-/// run on the test's thread.
+/// wrote it; threads without one format nothing. So a [`Log`] sees what
+/// runs on its test's thread: use it from `#[tokio::test]`'s current-thread
+/// runtime, where the bridge's tasks all run on the test's thread.
 #[derive(Clone)]
 pub struct Log {
     text: watch::Sender<String>,
 }
 
-/// The [`Log`] of each thread that captures one.
-fn logs() -> &'static Mutex<HashMap<ThreadId, Log>> {
-    static LOGS: OnceLock<Mutex<HashMap<ThreadId, Log>>> = OnceLock::new();
-    LOGS.get_or_init(Mutex::default)
+thread_local! {
+    /// This thread's [`Log`], while it captures one.
+    static CAPTURED: RefCell<Option<Log>> = const { RefCell::new(None) };
 }
 
 /// While alive, this thread's log goes to its [`Log`].
-pub struct Capturing(ThreadId);
+pub struct Capturing(());
 
 impl Drop for Capturing {
     fn drop(&mut self) {
-        logs().lock().unwrap().remove(&self.0);
+        CAPTURED.with(|captured| captured.borrow_mut().take());
     }
 }
 
@@ -79,20 +78,24 @@ impl Log {
     pub fn capture() -> (Log, Capturing) {
         static INSTALLED: OnceLock<()> = OnceLock::new();
         INSTALLED.get_or_init(|| {
-            let subscriber = tracing_subscriber::fmt()
+            use tracing_subscriber::layer::SubscriberExt;
+            let captured = tracing_subscriber::filter::dynamic_filter_fn(|metadata, _| {
+                *metadata.level() <= tracing::Level::INFO
+                    && CAPTURED.with(|captured| captured.borrow().is_some())
+            });
+            let lines = tracing_subscriber::fmt::layer()
                 .with_writer(|| LogLine { line: Vec::new() })
                 .with_ansi(false)
                 .without_time()
-                .with_max_level(tracing::Level::INFO)
-                .finish();
+                .with_filter(captured);
+            let subscriber = tracing_subscriber::registry().with(lines);
             tracing::subscriber::set_global_default(subscriber).unwrap();
         });
         let log = Log {
             text: watch::Sender::new(String::new()),
         };
-        let thread = std::thread::current().id();
-        logs().lock().unwrap().insert(thread, log.clone());
-        (log, Capturing(thread))
+        CAPTURED.with(|captured| *captured.borrow_mut() = Some(log.clone()));
+        (log, Capturing(()))
     }
 
     /// Everything logged so far.
@@ -114,7 +117,7 @@ impl Log {
 }
 
 /// One event being written; handed whole, when dropped, to the [`Log`] of
-/// the thread that wrote it, if it has one.
+/// the thread that wrote it.
 struct LogLine {
     line: Vec<u8>,
 }
@@ -132,15 +135,12 @@ impl io::Write for LogLine {
 
 impl Drop for LogLine {
     fn drop(&mut self) {
-        let log = logs()
-            .lock()
-            .unwrap()
-            .get(&std::thread::current().id())
-            .cloned();
-        if let Some(log) = log {
-            let line = String::from_utf8_lossy(&self.line);
-            log.text.send_modify(|text| text.push_str(&line));
-        }
+        let line = String::from_utf8_lossy(&self.line);
+        CAPTURED.with(|captured| {
+            if let Some(log) = captured.borrow().as_ref() {
+                log.text.send_modify(|text| text.push_str(&line));
+            }
+        });
     }
 }
 
