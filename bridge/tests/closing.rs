@@ -7,7 +7,7 @@
 //! event here, not an assumption after a sleep: those rounds run one
 //! session ([`bridge::session::run`]) over an in-memory connection
 //! (`tokio::io::duplex`, a few KiB of room) whose bridge end reports the
-//! first write refused for lack of room ([`ReportsBlocking`]). A real
+//! first write refused for lack of room (`support::ReportsBlocking`). A real
 //! socket's buffers are hundreds of KiB deep and the moment they fill
 //! cannot be seen from outside; the duplex makes the moment exact. The
 //! target is a real TCP stand-in, as the session always dials one.
@@ -20,72 +20,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::DuplexStream;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 
-use bridge::metrics::BridgeMetrics;
-use bridge::session::{self, SessionConfig};
-use netkit::proxy_protocol::ClientAddress;
+use bridge::session::SessionConfig;
 use support::*;
 use testkit::Scrape;
 
 /// How many times each racy case runs.
 const REPEAT: usize = 20;
-
-/// Room in each direction of the in-memory client connection: a few
-/// frames of the flood, so the bridge blocks at once.
-const CLIENT_ROOM: usize = 16 * 1024;
-
-/// One session run by [`session::run`] over an in-memory connection, and
-/// the client's end of it.
-struct InMemory {
-    client: WebSocketStream<DuplexStream>,
-    /// Reports the bridge blocked sending to the client.
-    blocking: Blocking,
-    /// Cancelled: the bridge stops (as at SIGTERM).
-    stop: CancellationToken,
-    session: JoinHandle<()>,
-}
-
-impl InMemory {
-    /// A session with `config`, counted in `metrics`.
-    async fn start(config: SessionConfig, metrics: Arc<BridgeMetrics>) -> InMemory {
-        let (near, far) = tokio::io::duplex(CLIENT_ROOM);
-        let (near, blocking) = ReportsBlocking::new(near);
-        let websocket = bridge::config::websocket_config(config.max_message);
-        let server = WebSocketStream::from_raw_socket(near, Role::Server, Some(websocket)).await;
-        let client = WebSocketStream::from_raw_socket(far, Role::Client, None).await;
-        let stop = CancellationToken::new();
-        let running = {
-            let stop = stop.clone();
-            async move {
-                let client = ClientAddress::direct("127.0.0.1:40000".parse().unwrap());
-                let local = "127.0.0.1:8080".parse().unwrap();
-                session::run(server, 1, client, local, Arc::new(config), stop, &metrics).await;
-            }
-        };
-        let session = tokio::spawn(running);
-        InMemory {
-            client,
-            blocking,
-            stop,
-            session,
-        }
-    }
-
-    /// Waits for the session to end.
-    async fn ended(self) {
-        within(PATIENCE, "the session to end", self.session)
-            .await
-            .unwrap();
-    }
-}
 
 /// A session's settings for `target`, with a close grace in milliseconds.
 fn session_config(target: SocketAddr) -> SessionConfig {
@@ -126,7 +71,7 @@ async fn close_while_blocked_rounds(more: &[Message]) {
         assert!(read.data > 0, "round {round}: the flood was under way");
         let got = within(PATIENCE, "the target's copy", target.received.recv()).await;
         assert_eq!(got.as_deref(), Some(&b"hola\n"[..]), "round {round}");
-        session.ended().await;
+        session.ended(PATIENCE).await;
     }
     // Every round ended as the client's close (4000 is counted as
     // `other`); the log's wording of it is `Ending`'s unit test.
@@ -151,7 +96,7 @@ async fn a_client_close_is_logged_with_its_code() {
     session.blocking.wait().await;
     session.client.send(close_4000()).await.unwrap();
     read_to_the_end(&mut session.client).await;
-    session.ended().await;
+    session.ended(PATIENCE).await;
     log.wait_for("sesión cerrada: 4000 «el cliente cerró la sesión»")
         .await;
 }
@@ -190,7 +135,7 @@ async fn both_close(target_first: bool) {
             matches!(code, Some(CloseCode::Library(4000) | CloseCode::Normal)),
             "round {round}: {code:?}"
         );
-        session.ended().await;
+        session.ended(PATIENCE).await;
     }
 }
 
@@ -225,7 +170,7 @@ async fn stopping_while_sends_are_blocked_sends_1001_after_the_frame_in_flight()
         assert_eq!(read.code(), Some(CloseCode::Away), "round {round}");
         let reason = read.close.map(|frame| frame.reason.to_string());
         assert_eq!(reason.as_deref(), Some("el puente se detiene"));
-        session.ended().await;
+        session.ended(PATIENCE).await;
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",

@@ -28,8 +28,13 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::Layer;
 
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
+use bridge::session::{self, SessionConfig};
 use bridge::Config;
 use netkit::metrics::Exporter;
+use netkit::proxy_protocol::ClientAddress;
+use tokio::io::DuplexStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
 
 pub use testkit::{within, Ws, PATIENCE};
 
@@ -496,6 +501,58 @@ pub async fn closed_by_the_bridge(stream: &mut TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => continue,
         }
+    }
+}
+
+/// Room in each direction of the in-memory client connection: a few
+/// frames of the flood, so the bridge blocks at once.
+const CLIENT_ROOM: usize = 16 * 1024;
+
+/// One session run by [`session::run`] over an in-memory connection, and
+/// the client's end of it: a session without the HTTP around it, whose
+/// client connection is in memory, so that its timers can run on tokio's
+/// paused clock and its blocked sends can be seen.
+pub struct InMemory {
+    /// The client's end.
+    pub client: WebSocketStream<DuplexStream>,
+    /// Reports the bridge blocked sending to the client.
+    pub blocking: Blocking,
+    /// Cancelled: the bridge stops (as at SIGTERM).
+    pub stop: CancellationToken,
+    session: JoinHandle<()>,
+}
+
+impl InMemory {
+    /// A session with `config`, counted in `metrics`.
+    pub async fn start(config: SessionConfig, metrics: Arc<BridgeMetrics>) -> InMemory {
+        let (near, far) = tokio::io::duplex(CLIENT_ROOM);
+        let (near, blocking) = ReportsBlocking::new(near);
+        let websocket = bridge::config::websocket_config(config.max_message);
+        let server = WebSocketStream::from_raw_socket(near, Role::Server, Some(websocket)).await;
+        let client = WebSocketStream::from_raw_socket(far, Role::Client, None).await;
+        let stop = CancellationToken::new();
+        let running = {
+            let stop = stop.clone();
+            async move {
+                let client = ClientAddress::direct("127.0.0.1:40000".parse().unwrap());
+                let local = "127.0.0.1:8080".parse().unwrap();
+                session::run(server, 1, client, local, Arc::new(config), stop, &metrics).await;
+            }
+        };
+        let session = tokio::spawn(running);
+        InMemory {
+            client,
+            blocking,
+            stop,
+            session,
+        }
+    }
+
+    /// Waits, at most `limit`, for the session to end.
+    pub async fn ended(self, limit: Duration) {
+        within(limit, "the session to end", self.session)
+            .await
+            .unwrap();
     }
 }
 
