@@ -233,9 +233,10 @@ async fn bad_requests_timeouts_the_limit_and_stopping_are_counted() {
     let (target_addr, _target) = uppercase_target().await;
     let mut config = fast_config(target_addr);
     config.max_sessions = 1;
-    config.handshake_timeout = Duration::from_millis(200);
+    config.handshake_timeout = Duration::from_millis(100);
     config.session.ping_interval = Duration::from_millis(200);
     config.session.close_grace = Duration::from_secs(3);
+    config.drain = Duration::from_millis(100);
     let metrics = Metrics::serve_for(&mut config).await;
     let mut bridge = Bridge::start(config).await;
 
