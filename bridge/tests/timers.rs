@@ -126,3 +126,25 @@ async fn a_client_that_never_answers_the_close_is_let_go_after_the_close_grace()
     assert!(let_go >= grace && let_go <= grace + TICK, "{let_go:?}");
     session.ended(VIRTUAL_PATIENCE).await;
 }
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_dropped_after_the_write_timeout() {
+    let (log, _capturing) = Log::capture();
+    let target = flooding_target(64 * 1024 * 1024).await;
+    let config = SessionConfig::for_target(target.addr.to_string());
+    let session = InMemory::start(config, Arc::default()).await;
+    session.blocking.wait().await;
+    // Blocked mid-send, the session reads nothing more from the target:
+    // all it waits for now is the client, in memory, and its timers.
+    tokio::time::pause();
+    let blocked = Instant::now();
+    session.ended(VIRTUAL_PATIENCE).await;
+    let dropped = blocked.elapsed();
+    let timeout = Duration::from_secs(SessionConfig::WRITE_TIMEOUT_SECS);
+    assert!(
+        dropped <= timeout + TICK && dropped > timeout - Duration::from_millis(500),
+        "dropped after {dropped:?}"
+    );
+    log.wait_for("sesión cerrada: el cliente no leyó nada en 30 s")
+        .await;
+}
