@@ -225,7 +225,8 @@ async fn the_client_closes_while_the_target_still_writes_the_target_gets_everyth
 
 #[tokio::test]
 async fn a_target_down_closes_1011_with_a_reason_naming_it() {
-    let target = closed_port().await;
+    let closed = closed_port();
+    let target = closed.addr;
     let bridge = Bridge::to(target).await;
     let mut ws = bridge.connect().await;
     let (_, close) = read_to_close(&mut ws).await;
@@ -330,7 +331,8 @@ async fn healthz_tells_whether_the_target_accepts_connections() {
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(body.contains("acepta conexiones"), "{body}");
 
-    let down = Bridge::to(closed_port().await).await;
+    let closed = closed_port();
+    let down = Bridge::to(closed.addr).await;
     let (status, body) = http_get(down.addr, "/healthz", &[]).await;
     assert!(status.starts_with("HTTP/1.1 503"), "{status}");
     assert!(body.contains("no acepta conexiones"), "{body}");

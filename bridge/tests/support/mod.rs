@@ -302,10 +302,23 @@ where
     addr
 }
 
-/// A port with nobody listening on it (bound, read back, released).
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+/// A loopback port where connections are refused: bound (so no one else
+/// can take it while this lives) but not listening.
+pub struct ClosedPort {
+    /// Its address.
+    pub addr: SocketAddr,
+    _bound: tokio::net::TcpSocket,
+}
+
+/// A [`ClosedPort`] on 127.0.0.1.
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    ClosedPort {
+        addr,
+        _bound: socket,
+    }
 }
 
 /// A target that answers each connection's input in ASCII uppercase (as
