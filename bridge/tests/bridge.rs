@@ -1,91 +1,24 @@
-//! The real `bridge` binary on a free port, in front of an in-process
-//! `servidor`, stand-in targets that misbehave on purpose, and the tutorial's
-//! Python server; driven by a tokio-tungstenite client.
+//! The bridge's protocol, end to end over loopback: `bridge::serve` runs
+//! in the test process in front of an in-process `servidor`, stand-in
+//! targets that misbehave on purpose, or the tutorial's Python server;
+//! a tokio-tungstenite client drives it. Budgets are milliseconds.
+//!
+//! What belongs to the process (flags, signals, exit codes, the log's
+//! format) is in `process.rs`.
 
-use std::future::Future;
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_util::sync::CancellationToken;
 
-/// This package's `bridge` on a free port in front of `target`.
-async fn bridge_to(target: SocketAddr, extra: &[&str]) -> Running {
-    bridge_at(env!("CARGO_BIN_EXE_bridge"), target, extra).await
-}
-
-/// A `servidor` running in this process on a free port, quiet.
-async fn servidor_in_process() -> SocketAddr {
-    let listener = netkit::listen::bind("127.0.0.1", 0).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = servidor::Config::default();
-    tokio::spawn(servidor::serve(listener, config, CancellationToken::new()));
-    addr
-}
-
-/// A target that serves one connection with `behaviour`.
-async fn target_that<F, Fut>(behaviour: F) -> SocketAddr
-where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        behaviour(stream).await;
-    });
-    addr
-}
-
-/// A port with nobody listening on it.
-async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
-async fn connect_with_origin(bridge: &Running, origin: Option<&str>) -> Result<Ws, WsError> {
-    websocket_from(bridge.addr, origin).await
-}
-
-async fn connect(bridge: &Running) -> Ws {
-    connect_with_origin(bridge, None).await.unwrap()
-}
-
-async fn next(ws: &mut Ws) -> Message {
-    within(PATIENCE, "a message", ws.next())
-        .await
-        .expect("the session ended")
-        .expect("a valid message")
-}
-
-/// Reads data messages until `len` bytes arrived.
-async fn read_bytes(ws: &mut Ws, len: usize) -> Vec<Message> {
-    let mut messages = Vec::new();
-    let mut got = 0;
-    while got < len {
-        let message = next(ws).await;
-        got += message.len();
-        assert!(
-            matches!(message, Message::Text(_) | Message::Binary(_)),
-            "{message:?} after {got} bytes"
-        );
-        messages.push(message);
-    }
-    messages
-}
-
-fn bytes_of(messages: &[Message]) -> Vec<u8> {
-    messages
-        .iter()
-        .flat_map(|m| m.clone().into_data().to_vec())
-        .collect()
-}
+use bridge::origin::OriginPolicy;
+use support::*;
 
 /// Reads until the close frame, returning the data before it and the close.
 async fn read_to_close(ws: &mut Ws) -> (Vec<u8>, Option<(CloseCode, String)>) {
@@ -104,8 +37,9 @@ async fn read_to_close(ws: &mut Ws) -> (Vec<u8>, Option<(CloseCode, String)>) {
 
 #[tokio::test]
 async fn text_and_binary_round_trips() {
-    let bridge = bridge_to(servidor_in_process().await, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let (log, _capturing) = Log::capture();
+    let bridge = Bridge::to(servidor_in_process().await).await;
+    let mut ws = bridge.connect().await;
 
     ws.send(Message::text("hola, ñandú\n")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("HOLA, ÑANDÚ\n"));
@@ -118,13 +52,13 @@ async fn text_and_binary_round_trips() {
     // Back to text: answers follow the type the client last used.
     ws.send(Message::text("otra vez\n")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("OTRA VEZ\n"));
-    bridge.wait_for_log("sesión abierta desde 127.0.0.1:").await;
+    log.wait_for("sesión abierta desde 127.0.0.1:").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_message_is_answered_with_an_empty_one_of_its_type() {
-    let bridge = bridge_to(servidor_in_process().await, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let bridge = Bridge::to(servidor_in_process().await).await;
+    let mut ws = bridge.connect().await;
 
     ws.send(Message::text("")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text(""));
@@ -162,8 +96,8 @@ async fn an_empty_message_is_answered_while_the_target_floods() {
         while stream.write_all(&chunk).await.is_ok() {}
     })
     .await;
-    let bridge = bridge_to(target, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let bridge = Bridge::to(target).await;
+    let mut ws = bridge.connect().await;
     ws.send(Message::text("")).await.unwrap();
     let mut flooded = 0;
     loop {
@@ -181,13 +115,16 @@ async fn a_character_written_one_byte_at_a_time_arrives_whole() {
     let target = target_that(|mut stream| async move {
         for byte in "😀".as_bytes() {
             stream.write_all(&[*byte]).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            // The pause is the behaviour: each byte reaches the bridge in
+            // a read of its own.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(PATIENCE).await;
+        // Open until the bridge lets go.
+        let _ = stream.read_to_end(&mut Vec::new()).await;
     })
     .await;
-    let bridge = bridge_to(target, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let bridge = Bridge::to(target).await;
+    let mut ws = bridge.connect().await;
     assert_eq!(next(&mut ws).await, Message::text("😀"));
 }
 
@@ -195,11 +132,11 @@ async fn a_character_written_one_byte_at_a_time_arrives_whole() {
 async fn invalid_utf8_arrives_intact_in_a_binary_message() {
     let target = target_that(|mut stream| async move {
         stream.write_all(b"ok \xFF\xFE fin").await.unwrap();
-        tokio::time::sleep(PATIENCE).await;
+        let _ = stream.read_to_end(&mut Vec::new()).await;
     })
     .await;
-    let bridge = bridge_to(target, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let bridge = Bridge::to(target).await;
+    let mut ws = bridge.connect().await;
     let messages = read_bytes(&mut ws, 9).await;
     assert_eq!(bytes_of(&messages), b"ok \xFF\xFE fin");
     assert!(
@@ -210,8 +147,8 @@ async fn invalid_utf8_arrives_intact_in_a_binary_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mib_message_passes_and_a_bigger_one_is_refused_with_1009() {
-    let bridge = bridge_to(servidor_in_process().await, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let bridge = Bridge::to(servidor_in_process().await).await;
+    let mut ws = bridge.connect().await;
     let mut message = "ñandú straße ".repeat(80_660);
     message.truncate(1024 * 1024 - 1);
     message.push('\n');
@@ -240,8 +177,8 @@ async fn a_target_that_writes_1_mib_then_closes_delivers_it_all_then_1000() {
         // Dropped here: closed at once.
     })
     .await;
-    let bridge = bridge_to(target, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let bridge = Bridge::to(target).await;
+    let mut ws = bridge.connect().await;
     let (data, close) = read_to_close(&mut ws).await;
     assert_eq!(data.len(), 1024 * 1024);
     assert!(data.iter().all(|&b| b == b'x'));
@@ -251,13 +188,14 @@ async fn a_target_that_writes_1_mib_then_closes_delivers_it_all_then_1000() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_closes_while_the_target_still_writes_the_target_gets_everything() {
     // Reads until the bridge shuts its write half, then answers everything
-    // it got, slowly, in pieces.
+    // it got in pieces, pausing between them (a slow server is the case
+    // under test).
     let (received_tx, received_rx) = tokio::sync::oneshot::channel();
     let target = target_that(|mut stream| async move {
         let mut received = Vec::new();
         stream.read_to_end(&mut received).await.unwrap();
         for piece in received.chunks(1000) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
             if stream.write_all(&piece.to_ascii_uppercase()).await.is_err() {
                 break;
             }
@@ -265,8 +203,8 @@ async fn the_client_closes_while_the_target_still_writes_the_target_gets_everyth
         let _ = received_tx.send(received);
     })
     .await;
-    let bridge = bridge_to(target, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let bridge = Bridge::to(target).await;
+    let mut ws = bridge.connect().await;
     let mut sent = Vec::new();
     for n in 0..20 {
         let line = format!("mensaje {n} {}\n", "abc".repeat(100));
@@ -287,9 +225,10 @@ async fn the_client_closes_while_the_target_still_writes_the_target_gets_everyth
 
 #[tokio::test]
 async fn a_target_down_closes_1011_with_a_reason_naming_it() {
-    let target = closed_port().await;
-    let bridge = bridge_to(target, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let closed = closed_port();
+    let target = closed.addr;
+    let bridge = Bridge::to(target).await;
+    let mut ws = bridge.connect().await;
     let (_, close) = read_to_close(&mut ws).await;
     let (code, reason) = close.expect("a close frame");
     assert_eq!(code, CloseCode::Error);
@@ -297,7 +236,7 @@ async fn a_target_down_closes_1011_with_a_reason_naming_it() {
     assert!(reason.contains("no se pudo conectar"), "{reason}");
 
     // Everyone else is still served.
-    let mut again = connect(&bridge).await;
+    let mut again = bridge.connect().await;
     let (_, close) = read_to_close(&mut again).await;
     assert_eq!(close.unwrap().0, CloseCode::Error);
 }
@@ -305,13 +244,14 @@ async fn a_target_down_closes_1011_with_a_reason_naming_it() {
 #[tokio::test]
 async fn a_target_reset_closes_1011() {
     let target = target_that(|stream| async move {
-        // Closing with unread input makes the kernel reset the connection.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Closing with unread input makes the kernel reset the
+        // connection: wait for input (peeked, so left unread), then close.
+        stream.peek(&mut [0u8; 1]).await.unwrap();
         drop(stream);
     })
     .await;
-    let bridge = bridge_to(target, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let bridge = Bridge::to(target).await;
+    let mut ws = bridge.connect().await;
     ws.send(Message::text("nadie me lee\n")).await.unwrap();
     let (_, close) = read_to_close(&mut ws).await;
     let (code, reason) = close.expect("a close frame");
@@ -321,41 +261,37 @@ async fn a_target_reset_closes_1011() {
 
 #[tokio::test]
 async fn origins_foreign_refused_own_and_none_and_allowed_accepted() {
-    let target = servidor_in_process().await;
-    let bridge = bridge_to(target, &["--allow-origin", "https://clase.example"]).await;
+    let (log, _capturing) = Log::capture();
+    let mut config = fast_config(servidor_in_process().await);
+    config.origins = OriginPolicy::new(["https://clase.example"]).unwrap();
+    let bridge = Bridge::start(config).await;
 
-    match connect_with_origin(&bridge, Some("http://evil.example")).await {
+    match bridge.connect_from(Some("http://evil.example")).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
         other => panic!("foreign origin: {:?}", other.map(|_| ())),
     }
     let own = format!("http://{}", bridge.addr);
     for origin in [None, Some(own.as_str()), Some("https://clase.example")] {
-        let mut ws = connect_with_origin(&bridge, origin).await.unwrap();
+        let mut ws = bridge.connect_from(origin).await.unwrap();
         ws.send(Message::text("hola\n")).await.unwrap();
         assert_eq!(next(&mut ws).await, Message::text("HOLA\n"), "{origin:?}");
     }
-    bridge
-        .wait_for_log("origen rechazado: http://evil.example")
-        .await;
+    log.wait_for("origen rechazado: http://evil.example").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_sessions_each_get_their_answers() {
-    let target = servidor_in_process().await;
-    let target = target.to_string();
-    let args = ["--listen", "127.0.0.1:0", "--target", &target];
-    let bridge = Running::start(
-        std::path::PathBuf::from(env!("CARGO_BIN_EXE_bridge")),
-        &args,
-        &[("RUST_LOG", "warn")],
-    )
-    .await;
-    let url = format!("ws://{}/ws", bridge.addr);
+    // Clients, bridge and servidor in one process: 3 descriptors a session.
+    netkit::accept::raise_descriptor_limit();
+    let mut config = fast_config(servidor_in_process().await);
+    // A thousand handshakes at once on a busy machine: the default budget.
+    config.handshake_timeout = Duration::from_secs(bridge::Config::HANDSHAKE_TIMEOUT_SECS);
+    let bridge = Bridge::start(config).await;
+    let addr = bridge.addr;
     let sessions: Vec<_> = (0..1000)
         .map(|n| {
-            let url = url.clone();
             tokio::spawn(async move {
-                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                let mut ws = testkit::websocket(addr).await;
                 for round in 0..3 {
                     let text = format!("sesión {n}, ronda {round}: ñandú\n");
                     ws.send(Message::text(text.clone())).await.unwrap();
@@ -377,10 +313,11 @@ async fn a_thousand_concurrent_sessions_each_get_their_answers() {
 
 #[tokio::test]
 async fn in_front_of_the_tutorial_servidor_py() {
-    let script = tutorial_program("servidor.py");
-    let python = Running::start("python3", &["-u", script.to_str().unwrap(), "0"], &[]).await;
-    let bridge = bridge_to(python.addr, &[]).await;
-    let mut ws = connect(&bridge).await;
+    let script = testkit::tutorial_program("servidor.py");
+    let python =
+        testkit::Running::start("python3", &["-u", script.to_str().unwrap(), "0"], &[]).await;
+    let bridge = Bridge::to(python.addr).await;
+    let mut ws = bridge.connect().await;
     // The tutorial's own client sends no newline; neither does this.
     ws.send(Message::text("Hola")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("HOLA"));
@@ -389,12 +326,13 @@ async fn in_front_of_the_tutorial_servidor_py() {
 
 #[tokio::test]
 async fn healthz_tells_whether_the_target_accepts_connections() {
-    let up = bridge_to(servidor_in_process().await, &[]).await;
+    let up = Bridge::to(servidor_in_process().await).await;
     let (status, body) = http_get(up.addr, "/healthz", &[]).await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(body.contains("acepta conexiones"), "{body}");
 
-    let down = bridge_to(closed_port().await, &[]).await;
+    let closed = closed_port();
+    let down = Bridge::to(closed.addr).await;
     let (status, body) = http_get(down.addr, "/healthz", &[]).await;
     assert!(status.starts_with("HTTP/1.1 503"), "{status}");
     assert!(body.contains("no acepta conexiones"), "{body}");
@@ -402,9 +340,11 @@ async fn healthz_tells_whether_the_target_accepts_connections() {
 
 #[tokio::test]
 async fn past_the_session_limit_the_upgrade_gets_503() {
-    let bridge = bridge_to(servidor_in_process().await, &["--max-sessions", "1"]).await;
-    let _first = connect(&bridge).await;
-    match connect_with_origin(&bridge, None).await {
+    let mut config = fast_config(servidor_in_process().await);
+    config.max_sessions = 1;
+    let bridge = Bridge::start(config).await;
+    let _first = bridge.connect().await;
+    match bridge.connect_from(None).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
         other => panic!("second session: {:?}", other.map(|_| ())),
     }
@@ -412,22 +352,32 @@ async fn past_the_session_limit_the_upgrade_gets_503() {
 
 #[tokio::test]
 async fn a_half_sent_handshake_is_dropped() {
-    let bridge = bridge_to(servidor_in_process().await, &["--handshake-timeout", "1"]).await;
+    let mut config = fast_config(servidor_in_process().await);
+    config.handshake_timeout = Duration::from_millis(100);
+    let bridge = Bridge::start(config).await;
     let mut stream = TcpStream::connect(bridge.addr).await.unwrap();
     stream
         .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "still open after 5 s");
+    let started = tokio::time::Instant::now();
+    closed_by_the_bridge(&mut stream).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(90),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn a_dead_client_is_pinged_then_dropped() {
-    let bridge = bridge_to(servidor_in_process().await, &["--ping-interval", "1"]).await;
+    let (log, _capturing) = Log::capture();
+    let mut config = fast_config(servidor_in_process().await);
+    // Long enough for a live client on a loaded machine to answer in time.
+    config.session.ping_interval = Duration::from_millis(300);
+    let bridge = Bridge::start(config).await;
     // A live client answers pings: tungstenite does, as long as it reads.
-    let live = connect(&bridge).await;
+    let live = bridge.connect().await;
     let (mut to_live, mut from_live) = live.split();
     let (messages, mut received) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
@@ -442,17 +392,8 @@ async fn a_dead_client_is_pinged_then_dropped() {
 
     // A dead one: a handshake, then silence.
     let mut dead = silent_websocket(bridge.addr).await;
-    bridge
-        .wait_for_log("el cliente no respondió al ping en 1 s")
-        .await;
-    let mut rest = Vec::new();
-    within(
-        PATIENCE,
-        "the dead client dropped",
-        dead.read_to_end(&mut rest),
-    )
-    .await
-    .unwrap();
+    log.wait_for("el cliente no respondió al ping").await;
+    closed_by_the_bridge(&mut dead).await;
 
     // The live one, pinged all along, is still served.
     to_live.send(Message::text("sigo aquí\n")).await.unwrap();
@@ -465,11 +406,12 @@ async fn a_dead_client_is_pinged_then_dropped() {
             }
         }
     }
-    assert_eq!(bridge.log().matches("no respondió al ping").count(), 1);
+    assert_eq!(log.text().matches("no respondió al ping").count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_its_target_closed() {
+    let (log, _capturing) = Log::capture();
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let target = target_that(|mut stream| async move {
         // Floods until the bridge lets go of this connection.
@@ -481,10 +423,12 @@ async fn a_client_that_stops_reading_is_dropped_and_its_target_closed() {
         let _ = closed_tx.send(sent);
     })
     .await;
-    let bridge = bridge_to(target, &["--write-timeout", "1"]).await;
+    let mut config = fast_config(target);
+    config.session.write_timeout = Duration::from_millis(200);
+    let bridge = Bridge::start(config).await;
     // A handshake, then nothing read, ever.
     let _stuck = silent_websocket(bridge.addr).await;
-    bridge.wait_for_log("el cliente no leyó nada en 1 s").await;
+    log.wait_for("el cliente no leyó nada en").await;
     let sent = within(PATIENCE, "the target let go", closed_rx)
         .await
         .unwrap();
@@ -495,47 +439,48 @@ async fn a_client_that_stops_reading_is_dropped_and_its_target_closed() {
 }
 
 #[tokio::test]
-async fn sigterm_closes_sessions_with_1001_and_exits_0() {
-    let mut bridge = bridge_to(servidor_in_process().await, &[]).await;
-    let mut ws = connect(&bridge).await;
+async fn stopping_closes_sessions_with_1001_and_serve_returns() {
+    let mut bridge = Bridge::to(servidor_in_process().await).await;
+    let mut ws = bridge.connect().await;
     ws.send(Message::text("hola\n")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("HOLA\n"));
-    bridge.signal("TERM");
+    bridge.stop();
     let (_, close) = read_to_close(&mut ws).await;
-    assert_eq!(close.expect("a close frame").0, CloseCode::Away);
-    assert!(bridge.wait_exit(Duration::from_secs(5)).await.success());
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, CloseCode::Away);
+    assert_eq!(reason, "el puente se detiene");
+    bridge.stopped(PATIENCE).await;
 }
 
 #[tokio::test]
-async fn while_draining_health_and_upgrades_get_503_and_the_bridge_exits_within_the_drain() {
-    let mut bridge = bridge_to(
-        servidor_in_process().await,
-        &["--close-grace", "3", "--drain", "2"],
-    )
-    .await;
-    // A client that never answers the bridge's Close keeps a session open.
+async fn while_draining_health_and_upgrades_get_503_and_serve_returns_within_the_drain() {
+    let mut config = fast_config(servidor_in_process().await);
+    // A client that never answers the bridge's Close keeps its session
+    // open for the close grace, longer than the drain.
+    config.session.close_grace = Duration::from_secs(5);
+    config.drain = Duration::from_millis(300);
+    let metrics = Metrics::serve_for(&mut config).await;
+    let mut bridge = Bridge::start(config).await;
     let _silent = silent_websocket(bridge.addr).await;
-    bridge.wait_for_log("sesión abierta").await;
+    metrics
+        .until("the silent session open", |scrape| {
+            scrape.value("bridge_sessions_open", &[]) == 1.0
+        })
+        .await;
     let (head, _) = http_get(bridge.addr, "/healthz", &[]).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
-    bridge.signal("TERM");
-    bridge.wait_for_log("se detiene").await;
+    bridge.stop();
     let (head, body) = http_get(bridge.addr, "/healthz", &[]).await;
     assert!(head.starts_with("HTTP/1.1 503"), "{head}");
     assert_eq!(body, "el puente se detiene\n");
-    let refused = connect_with_origin(&bridge, None).await;
+    let refused = bridge.connect_from(None).await;
     assert!(
         matches!(&refused, Err(WsError::Http(response)) if response.status() == 503),
         "{refused:?}"
     );
-    let started = std::time::Instant::now();
-    assert!(bridge.wait_exit(Duration::from_secs(5)).await.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    let took = bridge.stopped(PATIENCE).await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
 #[tokio::test]
@@ -549,11 +494,9 @@ async fn serves_the_page_with_the_right_types_and_gzip() {
     .unwrap();
     std::fs::write(web.join("app.wasm"), b"\0asm\x01\0\0\0").unwrap();
     std::fs::write(web.join("app.js"), "console.log('hola');".repeat(50)).unwrap();
-    let bridge = bridge_to(
-        servidor_in_process().await,
-        &["--web", web.to_str().unwrap()],
-    )
-    .await;
+    let mut config = fast_config(servidor_in_process().await);
+    config.web = Some(web.clone());
+    let bridge = Bridge::start(config).await;
 
     let (status, body) = http_get(bridge.addr, "/", &[]).await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");

@@ -1,27 +1,24 @@
-//! `bridge --metrics`: after a known sequence of sessions, refusals and
+//! The bridge's metrics: after a known sequence of sessions, refusals and
 //! failures every counter has its exact value, the open-sessions gauge
 //! follows the live sessions, and the endpoint passes `promtool check
-//! metrics`. The real binary on free ports, in front of a stand-in target
-//! this test can take down.
+//! metrics`. The bridge and its metrics endpoint run in the test process
+//! (as `--metrics` wires them), in front of a stand-in target this test can
+//! take down.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use testkit::{
-    bridge_at, http_get, metrics_addr, promtool_check, refuses, scrape, scrape_until,
-    silent_websocket, websocket_from, within, Running, Scrape, PATIENCE,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use futures_util::SinkExt;
+use testkit::{promtool_check, Scrape};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use support::*;
 
 /// Every `code` a session's ending can be counted with, by side (see
 /// `bridge::metrics`).
@@ -36,55 +33,6 @@ const REFUSALS: [&str; 5] = [
     "bad_request",
 ];
 
-/// A stand-in for servidor: answers each read in ASCII uppercase, closes
-/// after answering `cierra\n`, and closes when its client does. Dropping
-/// (aborting) it stops accepting: connections are then refused.
-async fn target() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepting = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 4096];
-                loop {
-                    let read = match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => read,
-                    };
-                    let answer = buffer[..read].to_ascii_uppercase();
-                    if stream.write_all(&answer).await.is_err() || answer.ends_with(b"CIERRA\n") {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, accepting)
-}
-
-async fn bridge(target: SocketAddr, extra: &[&str]) -> (Running, SocketAddr) {
-    let mut args = vec!["--metrics", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let running = bridge_at(env!("CARGO_BIN_EXE_bridge"), target, &args).await;
-    let metrics = metrics_addr(&running).await;
-    (running, metrics)
-}
-
-async fn connect(bridge: &Running) -> Ws {
-    testkit::websocket(bridge.addr).await
-}
-
-/// The next data message, skipping pings.
-async fn next_data(ws: &mut Ws) -> Message {
-    loop {
-        match within(PATIENCE, "a message", ws.next()).await {
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(message)) => return message,
-            other => panic!("no message but {other:?}"),
-        }
-    }
-}
-
 /// Reads up to the bridge's Close and returns its code.
 async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
     match next_data(ws).await {
@@ -96,12 +44,13 @@ async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
 /// Reads to the end of the connection, so that the client's answer to a
 /// Close goes out (tungstenite sends it on the next read).
 async fn finish(ws: &mut Ws) {
+    use futures_util::StreamExt;
     while let Some(Ok(_)) = within(PATIENCE, "the end", ws.next()).await {}
 }
 
 /// The HTTP status of an upgrade the bridge refuses.
-async fn refused_status(bridge: &Running, origin: Option<&str>) -> u16 {
-    match websocket_from(bridge.addr, origin).await {
+async fn refused_status(bridge: &Bridge, origin: Option<&str>) -> u16 {
+    match bridge.connect_from(origin).await {
         Err(WsError::Http(response)) => response.status().as_u16(),
         other => panic!("an HTTP refusal, not {other:?}"),
     }
@@ -145,14 +94,15 @@ fn page() -> PathBuf {
 
 #[tokio::test]
 async fn three_sessions_an_oversize_message_a_foreign_origin_and_a_target_down() {
-    let (target_addr, target) = target().await;
+    let (target_addr, target) = uppercase_target().await;
     let web = page();
-    let (bridge, metrics) = bridge(
-        target_addr,
-        &["--max-message", "64", "--web", web.to_str().unwrap()],
-    )
-    .await;
-    let before = scrape(metrics).await;
+    let mut config = fast_config(target_addr);
+    config.session.max_message = 64;
+    config.websocket = bridge::config::websocket_config(64);
+    config.web = Some(web.clone());
+    let metrics = Metrics::serve_for(&mut config).await;
+    let bridge = Bridge::start(config).await;
+    let before = metrics.scrape().await;
     assert_eq!(before.value("bridge_sessions_started_total", &[]), 0.0);
     assert_eq!(before.value("bridge_sessions_open", &[]), 0.0);
     let version = env!("CARGO_PKG_VERSION");
@@ -162,23 +112,23 @@ async fn three_sessions_an_oversize_message_a_foreign_origin_and_a_target_down()
     );
     assert!(before.value("process_resident_memory_bytes", &[]) > 0.0);
 
-    let index = http_get(bridge.addr, "/").await;
+    let index = testkit::http_get(bridge.addr, "/").await;
     assert_eq!(index.status, 200, "{index:?}");
 
     // Two sessions open at once: text and binary both ways.
-    let mut first = connect(&bridge).await;
+    let mut first = bridge.connect().await;
     first.send(Message::text("hola\n")).await.unwrap();
     assert_eq!(next_data(&mut first).await, Message::text("HOLA\n"));
     first.send(Message::binary(&b"bin\n"[..])).await.unwrap();
     assert_eq!(next_data(&mut first).await, Message::binary(&b"BIN\n"[..]));
-    let mut second = connect(&bridge).await;
+    let mut second = bridge.connect().await;
     second.send(Message::text("b\n")).await.unwrap();
     assert_eq!(next_data(&mut second).await, Message::text("B\n"));
-    let live = scrape(metrics).await;
+    let live = metrics.scrape().await;
     assert_eq!(live.value("bridge_sessions_open", &[]), 2.0);
     assert_eq!(live.value("bridge_sessions_started_total", &[]), 2.0);
 
-    // The second sends a message over --max-message: 1009.
+    // The second sends a message over the maximum: 1009.
     second.send(Message::text("x".repeat(100))).await.unwrap();
     assert_eq!(close_code(&mut second).await, Some(CloseCode::Size));
     finish(&mut second).await;
@@ -192,7 +142,7 @@ async fn three_sessions_an_oversize_message_a_foreign_origin_and_a_target_down()
         .unwrap();
     finish(&mut first).await;
     // A third: the target closes it after answering.
-    let mut third = connect(&bridge).await;
+    let mut third = bridge.connect().await;
     third.send(Message::text("cierra\n")).await.unwrap();
     assert_eq!(next_data(&mut third).await, Message::text("CIERRA\n"));
     assert_eq!(close_code(&mut third).await, Some(CloseCode::Normal));
@@ -207,16 +157,18 @@ async fn three_sessions_an_oversize_message_a_foreign_origin_and_a_target_down()
     // The target goes down: the upgrade succeeds, then 1011.
     target.abort();
     let _ = target.await;
-    let mut fourth = connect(&bridge).await;
+    let mut fourth = bridge.connect().await;
     assert_eq!(close_code(&mut fourth).await, Some(CloseCode::Error));
     finish(&mut fourth).await;
 
-    let after = scrape_until(metrics, "four sessions ended, none open", |scrape| {
-        scrape.value("bridge_sessions_open", &[]) == 0.0
-            && ended(scrape, "1011", "target") == 1.0
-            && ended(scrape, "1000", "client") == 1.0
-    })
-    .await;
+    metrics
+        .until("four sessions ended, none open", |scrape| {
+            scrape.value("bridge_sessions_open", &[]) == 0.0
+                && ended(scrape, "1011", "target") == 1.0
+                && ended(scrape, "1000", "client") == 1.0
+        })
+        .await;
+    let after = metrics.scrape().await;
     assert_eq!(after.value("bridge_sessions_started_total", &[]), 4.0);
     assert_endings(
         &after,
@@ -278,26 +230,20 @@ async fn three_sessions_an_oversize_message_a_foreign_origin_and_a_target_down()
 
 #[tokio::test]
 async fn bad_requests_timeouts_the_limit_and_stopping_are_counted() {
-    let (target_addr, _target) = target().await;
-    let (mut bridge, metrics) = bridge(
-        target_addr,
-        &[
-            "--max-sessions",
-            "1",
-            "--handshake-timeout",
-            "1",
-            "--ping-interval",
-            "1",
-            "--close-grace",
-            "3",
-        ],
-    )
-    .await;
+    let (target_addr, _target) = uppercase_target().await;
+    let mut config = fast_config(target_addr);
+    config.max_sessions = 1;
+    config.handshake_timeout = Duration::from_millis(100);
+    config.session.ping_interval = Duration::from_millis(200);
+    config.session.close_grace = Duration::from_secs(3);
+    config.drain = Duration::from_millis(100);
+    let metrics = Metrics::serve_for(&mut config).await;
+    let mut bridge = Bridge::start(config).await;
 
     // Not an upgrade: 426.
-    let plain = http_get(bridge.addr, "/ws").await;
+    let plain = testkit::http_get(bridge.addr, "/ws").await;
     assert_eq!(plain.status, 426, "{plain:?}");
-    // Nothing sent at all: dropped after --handshake-timeout.
+    // Nothing sent at all: dropped after the handshake timeout.
     let mut mute = TcpStream::connect(bridge.addr).await.unwrap();
     let mut scrap = [0u8; 16];
     let read = within(PATIENCE, "the drop", mute.read(&mut scrap)).await;
@@ -305,20 +251,22 @@ async fn bad_requests_timeouts_the_limit_and_stopping_are_counted() {
 
     // A silent session takes the only place: the next upgrade gets 503.
     let _silent = silent_websocket(bridge.addr).await;
-    scrape_until(metrics, "the silent session open", |scrape| {
-        scrape.value("bridge_sessions_open", &[]) == 1.0
-    })
-    .await;
+    metrics
+        .until("the silent session open", |scrape| {
+            scrape.value("bridge_sessions_open", &[]) == 1.0
+        })
+        .await;
     assert_eq!(refused_status(&bridge, None).await, 503);
     // It answers no ping: dropped within two intervals.
-    let dropped = scrape_until(metrics, "the silent client dropped", |scrape| {
-        scrape.value(
-            "bridge_clients_dropped_total",
-            &[("reason", "ping_timeout")],
-        ) == 1.0
-            && scrape.value("bridge_sessions_open", &[]) == 0.0
-    })
-    .await;
+    let dropped = metrics
+        .until("the silent client dropped", |scrape| {
+            scrape.value(
+                "bridge_clients_dropped_total",
+                &[("reason", "ping_timeout")],
+            ) == 1.0
+                && scrape.value("bridge_sessions_open", &[]) == 0.0
+        })
+        .await;
     assert_endings(&dropped, &[("none", "client", 1.0)]);
     for (reason, expected) in [
         ("origin", 0.0),
@@ -332,43 +280,18 @@ async fn bad_requests_timeouts_the_limit_and_stopping_are_counted() {
     assert_eq!(dropped.value("bridge_sessions_started_total", &[]), 1.0);
 
     // Stopping: a session that does not answer the 1001 keeps the drain
-    // going for --close-grace, and meanwhile upgrades get 503.
+    // going, and meanwhile upgrades get 503.
     let _lingering = silent_websocket(bridge.addr).await;
-    scrape_until(metrics, "the lingering session open", |scrape| {
-        scrape.value("bridge_sessions_open", &[]) == 1.0
-    })
-    .await;
-    bridge.signal("TERM");
-    bridge.wait_for_log("el puente cierra las sesiones").await;
+    metrics
+        .until("the lingering session open", |scrape| {
+            scrape.value("bridge_sessions_open", &[]) == 1.0
+        })
+        .await;
+    bridge.stop();
     assert_eq!(refused_status(&bridge, None).await, 503);
-    let stopping = scrape(metrics).await;
+    let stopping = metrics.scrape().await;
     assert_eq!(refused(&stopping, "stopping"), 1.0);
     assert_eq!(refused(&stopping, "limit"), 1.0);
     promtool_check(&stopping.text);
-    let status = bridge.wait_exit(Duration::from_secs(10)).await;
-    assert!(status.success(), "{status:?}");
-}
-
-#[tokio::test]
-async fn without_the_flag_nothing_is_announced_and_a_bad_address_is_refused() {
-    let (target_addr, _target) = target().await;
-    let target = target_addr.to_string();
-    let plain = Running::start(
-        env!("CARGO_BIN_EXE_bridge"),
-        &["--listen", "127.0.0.1:0", "--target", &target],
-        &[],
-    )
-    .await;
-    let mut ws = connect(&plain).await;
-    ws.send(Message::text("hola\n")).await.unwrap();
-    assert_eq!(next_data(&mut ws).await, Message::text("HOLA\n"));
-    plain.wait_for_log("WebSocket: ").await;
-    assert!(!plain.log().contains("Métricas"), "{}", plain.log());
-
-    refuses(
-        env!("CARGO_BIN_EXE_bridge"),
-        &["--listen", "127.0.0.1:0", "--metrics", "9101"],
-        "--metrics «9101» no es MÁQUINA:PUERTO",
-    )
-    .await;
+    bridge.stopped(PATIENCE).await;
 }

@@ -21,8 +21,9 @@ use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout_at, Instant};
 
-/// How long a trusted proxy has to send its whole header, unless a shorter
-/// handshake timeout applies: a few seconds.
+/// How long a trusted proxy has to send its whole header by default
+/// (`servidor`'s `Config::proxy_header_deadline`; the bridge takes the
+/// shorter of this and its handshake timeout): a few seconds.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The longest header read: a v1 header is at most 107 bytes, and a v2

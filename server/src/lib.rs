@@ -62,6 +62,8 @@ pub struct Config {
     /// Load balancers whose PROXY header (required from them) names the
     /// real client.
     pub trusted_proxies: TrustedProxies,
+    /// How long a trusted proxy may take to send its whole PROXY header.
+    pub proxy_header_deadline: Duration,
     /// What is counted for `--metrics` (no-ops by default).
     pub metrics: ServerMetrics,
 }
@@ -91,6 +93,7 @@ impl Default for Config {
             read_size: 64 * 1024,
             log_preview: Self::LOG_PREVIEW,
             trusted_proxies: TrustedProxies::default(),
+            proxy_header_deadline: HEADER_DEADLINE,
             metrics: ServerMetrics::default(),
         }
     }
@@ -213,7 +216,7 @@ impl Connection {
             self.peer,
             trusted,
             Presence::Required,
-            HEADER_DEADLINE,
+            self.config.proxy_header_deadline,
         )
         .await
         {
