@@ -7,8 +7,12 @@
 //!
 //! - `client_to_target`: message payloads, written verbatim to the target;
 //! - `target_to_client`: target bytes, framed into messages, pings, and the
-//!   empty answer to an empty message (which has no bytes for the target);
-//! - [`ending`]: how a session ends, with its close code and reason.
+//!   empty answer to an empty message (which has no bytes for the target).
+//!
+//! They share what `shared` holds (the client's last kind of message, when
+//! it was last heard, the empty message waiting for its answer), each side
+//! with a waker of its own. [`ending`] says how a session ends, with its
+//! close code and reason.
 //!
 //! Whichever stops first decides the [`Ending`]. The other is then dropped
 //! where it stands (a frame already handed to tungstenite still goes out
@@ -24,12 +28,13 @@
 
 mod client_to_target;
 pub mod ending;
+mod shared;
 mod target_to_client;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +52,7 @@ use netkit::proxy_protocol::{self, ClientAddress};
 
 use self::client_to_target::Stop;
 pub use self::ending::{fit_close_reason, Ending};
+use self::shared::Shared;
 use crate::framing::Kind;
 use crate::metrics::BridgeMetrics;
 
@@ -141,78 +147,6 @@ impl<'a> Traffic<'a> {
     /// Bytes from the target to the client.
     pub fn down(&self) -> u64 {
         self.down.load(Ordering::Relaxed)
-    }
-}
-
-/// What the client → target pump tells the other one. Atomics, though both
-/// pumps run in one task: the task moves between threads, and a `Cell`
-/// would make it `!Send`.
-#[derive(Debug)]
-struct Shared {
-    /// Whether the client last sent binary (answers follow its lead).
-    binary: AtomicBool,
-    /// When the client was last heard, in nanoseconds since `epoch` (fine
-    /// enough to tell a pong from the ping it answers).
-    heard_ns: AtomicU64,
-    epoch: Instant,
-    /// The kind (`Kind as u8`) of an empty message from the client that
-    /// waits for its empty answer, or `NO_EMPTY`.
-    empty: AtomicU8,
-}
-
-/// No empty message waits for its answer.
-const NO_EMPTY: u8 = u8::MAX;
-
-impl Shared {
-    fn new() -> Self {
-        Self {
-            binary: AtomicBool::new(false),
-            heard_ns: AtomicU64::new(0),
-            epoch: Instant::now(),
-            empty: AtomicU8::new(NO_EMPTY),
-        }
-    }
-
-    /// The client sent an empty message of this kind: the target → client
-    /// pump answers it with an empty one.
-    fn answer_empty(&self, kind: Kind) {
-        self.empty.store(kind as u8, Ordering::Relaxed);
-    }
-
-    /// Whether an empty message still waits for its answer.
-    fn empty_waiting(&self) -> bool {
-        self.empty.load(Ordering::Relaxed) != NO_EMPTY
-    }
-
-    /// The kind of the empty message waiting for its answer, if any,
-    /// which from now on is being answered.
-    fn take_empty(&self) -> Option<Kind> {
-        match self.empty.swap(NO_EMPTY, Ordering::Relaxed) {
-            NO_EMPTY => None,
-            kind if kind == Kind::Binary as u8 => Some(Kind::Binary),
-            _ => Some(Kind::Text),
-        }
-    }
-
-    fn set_kind(&self, kind: Kind) {
-        self.binary.store(kind == Kind::Binary, Ordering::Relaxed);
-    }
-
-    fn kind(&self) -> Kind {
-        if self.binary.load(Ordering::Relaxed) {
-            Kind::Binary
-        } else {
-            Kind::Text
-        }
-    }
-
-    fn heard_from_client(&self) {
-        let ns = self.epoch.elapsed().as_nanos() as u64;
-        self.heard_ns.store(ns, Ordering::Relaxed);
-    }
-
-    fn last_heard(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.heard_ns.load(Ordering::Relaxed))
     }
 }
 
@@ -369,9 +303,6 @@ where
             self.traffic,
         );
         tokio::pin!(down, up);
-        // Both pumps are polled at every wake-up of the task: they signal
-        // each other through `shared` (an empty message's answer) and rely
-        // on that.
         tokio::select! {
             biased;
             () = shutdown.cancelled() => Ending::Stopping,
