@@ -43,6 +43,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +96,13 @@ impl SessionConfig {
     pub const READ_SIZE: usize = 16 * 1024;
     /// Default largest client message, in bytes.
     pub const MAX_MESSAGE: usize = 1024 * 1024;
+    /// The WebSocket read buffer a session starts with, and the most
+    /// tungstenite reads at once: big enough for a browser's line, small
+    /// enough for thousands of idle sessions. A bigger message is read
+    /// ahead in big chunks by [`crate::read_ahead`]. tungstenite grows the
+    /// buffer to hold a bigger frame and keeps it grown for the session's
+    /// life (at most `--max-message`). See BENCHMARKS.md.
+    pub const READ_BUFFER: usize = 256;
 
     /// Sessions to `target` with every other setting at its default.
     pub fn for_target(target: impl Into<String>) -> Self {
@@ -108,6 +116,19 @@ impl SessionConfig {
             max_message: Self::MAX_MESSAGE,
             send_proxy: false,
         }
+    }
+
+    /// The WebSocket settings of these sessions, derived from this config
+    /// so that the limit tungstenite enforces is the one the close reason
+    /// names: messages and frames of at most `max_message` bytes, a small
+    /// read buffer, and writes not buffered beyond one message.
+    pub fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(Self::READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(256 * 1024)
+            .max_message_size(Some(self.max_message))
+            .max_frame_size(Some(self.max_message))
     }
 }
 
@@ -396,20 +417,32 @@ mod tests {
     #[tokio::test]
     async fn a_sessions_future_stays_under_2_kib() {
         let (near, _far) = tokio::io::duplex(64);
-        let config = crate::config::websocket_config(SessionConfig::MAX_MESSAGE);
-        let ws = WebSocketStream::from_raw_socket(near, Role::Server, Some(config)).await;
+        let config = SessionConfig::for_target("127.0.0.1:5000");
+        let ws =
+            WebSocketStream::from_raw_socket(near, Role::Server, Some(config.websocket())).await;
         let metrics = BridgeMetrics::default();
         let session = run(
             ws,
             1,
             ClientAddress::direct("127.0.0.1:1".parse().unwrap()),
             "127.0.0.1:2".parse().unwrap(),
-            Arc::new(SessionConfig::for_target("127.0.0.1:5000")),
+            Arc::new(config),
             CancellationToken::new(),
             &metrics,
         );
         let size = size_of_val(&session);
         eprintln!("a session's future: {size} bytes");
         assert!(size <= 2048, "{size} bytes");
+    }
+
+    #[test]
+    fn the_websocket_enforces_the_largest_message_the_close_reason_names() {
+        let config = SessionConfig {
+            max_message: 10,
+            ..SessionConfig::for_target("127.0.0.1:5000")
+        };
+        let websocket = config.websocket();
+        assert_eq!(websocket.max_message_size, Some(10));
+        assert_eq!(websocket.max_frame_size, Some(10));
     }
 }
