@@ -422,6 +422,8 @@ mod tests {
 
     /// Every open session holds its future, whatever it is doing: see
     /// BENCHMARKS.md for where each part of a session's memory goes.
+    /// Measured in a debug build: 1,760 bytes (the two wakers of `shared`
+    /// cost 40, one close deadline instead of two graces saved 88).
     #[tokio::test]
     async fn a_sessions_future_stays_under_2_kib() {
         let (near, _far) = tokio::io::duplex(64);
