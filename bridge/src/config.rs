@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use netkit::proxy_protocol::TrustedProxies;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::metrics::BridgeMetrics;
 use crate::origin::OriginPolicy;
@@ -17,14 +16,13 @@ use crate::session::SessionConfig;
 /// Everything a running bridge needs besides its listener.
 #[derive(Clone)]
 pub struct Config {
-    /// How each session behaves.
+    /// How each session behaves; its WebSocket settings (the largest
+    /// message included) are derived from it.
     pub session: SessionConfig,
     /// Which pages may connect.
     pub origins: OriginPolicy,
     /// Sessions open at once; past that, new upgrades get HTTP 503.
     pub max_sessions: usize,
-    /// Buffer sizes and message limits of each WebSocket.
-    pub websocket: WebSocketConfig,
     /// The built page to serve, if any.
     pub web: Option<PathBuf>,
     /// The one site (an origin) that may show the page in a frame; none
@@ -54,13 +52,6 @@ impl Config {
     pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
     /// Default seconds to drain sessions when stopping.
     pub const DRAIN_SECS: u64 = 5;
-    /// The WebSocket read buffer a session starts with, and the most
-    /// tungstenite reads at once: big enough for a browser's line, small
-    /// enough for thousands of idle sessions. A bigger message is read
-    /// ahead in big chunks by [`crate::read_ahead`]. tungstenite grows the
-    /// buffer to hold a bigger frame and keeps it grown for the session's
-    /// life (at most `--max-message`). See BENCHMARKS.md.
-    pub const READ_BUFFER: usize = 256;
 
     /// A bridge to `target` with every other setting at its default.
     pub fn for_target(target: impl Into<String>) -> Self {
@@ -68,7 +59,6 @@ impl Config {
             session: SessionConfig::for_target(target),
             origins: OriginPolicy::default(),
             max_sessions: Self::MAX_SESSIONS,
-            websocket: websocket_config(SessionConfig::MAX_MESSAGE),
             web: None,
             frame_from: None,
             tls: None,
@@ -78,17 +68,6 @@ impl Config {
             metrics: Arc::default(),
         }
     }
-}
-
-/// The WebSocket settings for clients' messages of at most `max_message`
-/// bytes: a small read buffer, and writes not buffered beyond one message.
-pub fn websocket_config(max_message: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(Config::READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(256 * 1024)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
 }
 
 /// Splits `host:port` (the port optional), keeping IPv6 literals

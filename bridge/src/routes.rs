@@ -50,7 +50,8 @@ pub struct App {
     pub origins: OriginPolicy,
     /// One permit per open session.
     pub sessions: Arc<Semaphore>,
-    /// Buffer sizes and message limits of each WebSocket.
+    /// Buffer sizes and message limits of each WebSocket, derived from
+    /// [`App::session`].
     pub websocket: WebSocketConfig,
     /// The built page, if any.
     pub web: Option<PathBuf>,
@@ -75,7 +76,7 @@ impl App {
             session: Arc::new(config.session.clone()),
             origins: config.origins.clone(),
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
-            websocket: config.websocket,
+            websocket: config.session.websocket(),
             web: config.web.clone(),
             tracker: TaskTracker::new(),
             shutdown,

@@ -7,8 +7,12 @@
 //!
 //! - `client_to_target`: message payloads, written verbatim to the target;
 //! - `target_to_client`: target bytes, framed into messages, pings, and the
-//!   empty answer to an empty message (which has no bytes for the target);
-//! - [`ending`]: how a session ends, with its close code and reason.
+//!   empty answer to an empty message (which has no bytes for the target).
+//!
+//! They share what `shared` holds (the client's last kind of message, when
+//! it was last heard, the empty message waiting for its answer), each side
+//! with a waker of its own. [`ending`] says how a session ends, with its
+//! close code and reason.
 //!
 //! Whichever stops first decides the [`Ending`]. The other is then dropped
 //! where it stands (a frame already handed to tungstenite still goes out
@@ -16,7 +20,9 @@
 //! always the last frame on the wire (RFC 6455 §5.5.1). The one exception to
 //! "stop at once" is a client that breaks the protocol: what it sent before
 //! the bad frame is already with the target, so the target's answers are
-//! delivered first, for at most the close grace period.
+//! delivered first. Either way, one close grace counted from the moment the
+//! ending is decided bounds all of the closing: the last answers, the Close
+//! and the client's answer to it.
 //!
 //! When the client sends its Close, tungstenite queues the answer and
 //! refuses data from then on, so output the target sends after the client's
@@ -24,12 +30,13 @@
 
 mod client_to_target;
 pub mod ending;
+mod shared;
 mod target_to_client;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +45,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +55,7 @@ use netkit::proxy_protocol::{self, ClientAddress};
 
 use self::client_to_target::Stop;
 pub use self::ending::{fit_close_reason, Ending};
+use self::shared::Shared;
 use crate::framing::Kind;
 use crate::metrics::BridgeMetrics;
 
@@ -59,8 +68,9 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// A client silent this long is pinged; silent as long again, dropped.
     pub ping_interval: Duration,
-    /// How long closing may take: the bridge's Close and the client's
-    /// answer, or the target's last answers after a protocol error.
+    /// How long closing may take, counted from the moment the session's
+    /// ending is decided: the target's last answers after a protocol error,
+    /// then the bridge's Close and the client's answer, all within it.
     pub close_grace: Duration,
     /// A client that takes nothing for this long while answers wait for it
     /// is dropped.
@@ -89,6 +99,13 @@ impl SessionConfig {
     pub const READ_SIZE: usize = 16 * 1024;
     /// Default largest client message, in bytes.
     pub const MAX_MESSAGE: usize = 1024 * 1024;
+    /// The WebSocket read buffer a session starts with, and the most
+    /// tungstenite reads at once: big enough for a browser's line, small
+    /// enough for thousands of idle sessions. A bigger message is read
+    /// ahead in big chunks by [`crate::read_ahead`]. tungstenite grows the
+    /// buffer to hold a bigger frame and keeps it grown for the session's
+    /// life (at most `--max-message`). See BENCHMARKS.md.
+    pub const READ_BUFFER: usize = 256;
 
     /// Sessions to `target` with every other setting at its default.
     pub fn for_target(target: impl Into<String>) -> Self {
@@ -102,6 +119,19 @@ impl SessionConfig {
             max_message: Self::MAX_MESSAGE,
             send_proxy: false,
         }
+    }
+
+    /// The WebSocket settings of these sessions, derived from this config
+    /// so that the limit tungstenite enforces is the one the close reason
+    /// names: messages and frames of at most `max_message` bytes, a small
+    /// read buffer, and writes not buffered beyond one message.
+    pub fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(Self::READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(256 * 1024)
+            .max_message_size(Some(self.max_message))
+            .max_frame_size(Some(self.max_message))
     }
 }
 
@@ -141,78 +171,6 @@ impl<'a> Traffic<'a> {
     /// Bytes from the target to the client.
     pub fn down(&self) -> u64 {
         self.down.load(Ordering::Relaxed)
-    }
-}
-
-/// What the client → target pump tells the other one. Atomics, though both
-/// pumps run in one task: the task moves between threads, and a `Cell`
-/// would make it `!Send`.
-#[derive(Debug)]
-struct Shared {
-    /// Whether the client last sent binary (answers follow its lead).
-    binary: AtomicBool,
-    /// When the client was last heard, in nanoseconds since `epoch` (fine
-    /// enough to tell a pong from the ping it answers).
-    heard_ns: AtomicU64,
-    epoch: Instant,
-    /// The kind (`Kind as u8`) of an empty message from the client that
-    /// waits for its empty answer, or `NO_EMPTY`.
-    empty: AtomicU8,
-}
-
-/// No empty message waits for its answer.
-const NO_EMPTY: u8 = u8::MAX;
-
-impl Shared {
-    fn new() -> Self {
-        Self {
-            binary: AtomicBool::new(false),
-            heard_ns: AtomicU64::new(0),
-            epoch: Instant::now(),
-            empty: AtomicU8::new(NO_EMPTY),
-        }
-    }
-
-    /// The client sent an empty message of this kind: the target → client
-    /// pump answers it with an empty one.
-    fn answer_empty(&self, kind: Kind) {
-        self.empty.store(kind as u8, Ordering::Relaxed);
-    }
-
-    /// Whether an empty message still waits for its answer.
-    fn empty_waiting(&self) -> bool {
-        self.empty.load(Ordering::Relaxed) != NO_EMPTY
-    }
-
-    /// The kind of the empty message waiting for its answer, if any,
-    /// which from now on is being answered.
-    fn take_empty(&self) -> Option<Kind> {
-        match self.empty.swap(NO_EMPTY, Ordering::Relaxed) {
-            NO_EMPTY => None,
-            kind if kind == Kind::Binary as u8 => Some(Kind::Binary),
-            _ => Some(Kind::Text),
-        }
-    }
-
-    fn set_kind(&self, kind: Kind) {
-        self.binary.store(kind == Kind::Binary, Ordering::Relaxed);
-    }
-
-    fn kind(&self) -> Kind {
-        if self.binary.load(Ordering::Relaxed) {
-            Kind::Binary
-        } else {
-            Kind::Text
-        }
-    }
-
-    fn heard_from_client(&self) {
-        let ns = self.epoch.elapsed().as_nanos() as u64;
-        self.heard_ns.store(ns, Ordering::Relaxed);
-    }
-
-    fn last_heard(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.heard_ns.load(Ordering::Relaxed))
     }
 }
 
@@ -278,7 +236,7 @@ where
         () = shutdown.cancelled() => Err(Ending::Stopping),
         connected = Box::pin(connect(config, announce, traffic.metrics)) => connected,
     };
-    let ending = match connected {
+    let (ending, close_deadline) = match connected {
         Ok(target) => {
             let pumps = Pumps {
                 to_client: &mut to_client,
@@ -288,15 +246,9 @@ where
             };
             pumps.run(target, shutdown).await
         }
-        Err(ending) => ending,
+        Err(ending) => (ending, Instant::now() + config.close_grace),
     };
-    close(
-        &mut to_client,
-        &mut from_client,
-        &ending,
-        config.close_grace,
-    )
-    .await;
+    close(&mut to_client, &mut from_client, &ending, close_deadline).await;
     ending
 }
 
@@ -350,8 +302,11 @@ impl<S> Pumps<'_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Runs both pumps until one decides how the session ends.
-    async fn run(self, target: TcpStream, shutdown: &CancellationToken) -> Ending {
+    /// Runs both pumps until one decides how the session ends, and says
+    /// by when the session must be closed: one close grace from that
+    /// moment, for delivering the target's last answers and for the Close
+    /// alike.
+    async fn run(self, target: TcpStream, shutdown: &CancellationToken) -> (Ending, Instant) {
         let (from_target, to_target) = target.into_split();
         let shared = Shared::new();
         let down = target_to_client::pump(
@@ -369,38 +324,39 @@ where
             self.traffic,
         );
         tokio::pin!(down, up);
-        // Both pumps are polled at every wake-up of the task: they signal
-        // each other through `shared` (an empty message's answer) and rely
-        // on that.
-        tokio::select! {
+        let stop = tokio::select! {
             biased;
-            () = shutdown.cancelled() => Ending::Stopping,
-            ending = &mut down => ending,
-            stop = &mut up => match stop {
-                Stop::Now(ending) => ending,
-                Stop::AfterTarget(ending) => {
-                    // Rare: boxed, so that every session's future does not
-                    // carry its timer.
-                    Box::pin(deliver_rest(down, ending, self.config.close_grace, shutdown)).await
-                }
-            },
-        }
+            () = shutdown.cancelled() => Stop::Now(Ending::Stopping),
+            ending = &mut down => Stop::Now(ending),
+            stop = &mut up => stop,
+        };
+        let close_deadline = Instant::now() + self.config.close_grace;
+        let ending = match stop {
+            Stop::Now(ending) => ending,
+            Stop::AfterTarget(ending) => {
+                // Rare: boxed, so that every session's future does not
+                // carry its timer.
+                Box::pin(deliver_rest(down, ending, close_deadline, shutdown)).await
+            }
+        };
+        (ending, close_deadline)
     }
 }
 
 /// Lets the target → client pump deliver the target's last answers (its
-/// write half is shut, so it ends) for at most `grace`, then ends with
-/// `ending`, unless the client went away meanwhile.
+/// write half is shut, so it ends) until `close_deadline` at most, then
+/// ends with `ending`, unless the client went away meanwhile. What is left
+/// of the close grace is the Close's.
 async fn deliver_rest(
     down: Pin<&mut impl Future<Output = Ending>>,
     ending: Ending,
-    grace: Duration,
+    close_deadline: Instant,
     shutdown: &CancellationToken,
 ) -> Ending {
     let delivered = tokio::select! {
         biased;
         () = shutdown.cancelled() => None,
-        down = timeout(grace, down) => down.ok(),
+        down = timeout_at(close_deadline, down) => down.ok(),
     };
     match delivered {
         Some(down) if !down.client_reachable() => down,
@@ -408,7 +364,7 @@ async fn deliver_rest(
     }
 }
 
-/// Sends the session's last frame, within `grace`: the Close for `ending`,
+/// Sends the session's last frame by `deadline`: the Close for `ending`,
 /// or tungstenite's answer to the client's Close. Both follow at most the
 /// frame that was in flight. After a Close of its own the bridge waits for
 /// the client's answer (discarding data), unless the client broke the
@@ -417,11 +373,10 @@ async fn close<S>(
     to_client: &mut ToClient<S>,
     from_client: &mut FromClient<S>,
     ending: &Ending,
-    grace: Duration,
+    deadline: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let deadline = Instant::now() + grace;
     let Some(frame) = ending.close_frame() else {
         if matches!(ending, Ending::ClientClosed(_)) {
             // tungstenite queued the answer when it read the client's Close.
@@ -454,31 +409,184 @@ async fn close<S>(
 
 #[cfg(test)]
 mod tests {
+    use std::io;
     use std::mem::size_of_val;
+    use std::task::{Context, Poll};
 
+    use tokio::io::{AsyncWriteExt, DuplexStream, ReadBuf};
+    use tokio::net::TcpListener;
+    use tokio::sync::Notify;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     use super::*;
 
     /// Every open session holds its future, whatever it is doing: see
     /// BENCHMARKS.md for where each part of a session's memory goes.
+    /// Measured in a debug build: 1,760 bytes (the two wakers of `shared`
+    /// cost 40, one close deadline instead of two graces saved 88).
     #[tokio::test]
     async fn a_sessions_future_stays_under_2_kib() {
         let (near, _far) = tokio::io::duplex(64);
-        let config = crate::config::websocket_config(SessionConfig::MAX_MESSAGE);
-        let ws = WebSocketStream::from_raw_socket(near, Role::Server, Some(config)).await;
+        let config = SessionConfig::for_target("127.0.0.1:5000");
+        let ws =
+            WebSocketStream::from_raw_socket(near, Role::Server, Some(config.websocket())).await;
         let metrics = BridgeMetrics::default();
         let session = run(
             ws,
             1,
             ClientAddress::direct("127.0.0.1:1".parse().unwrap()),
             "127.0.0.1:2".parse().unwrap(),
-            Arc::new(SessionConfig::for_target("127.0.0.1:5000")),
+            Arc::new(config),
             CancellationToken::new(),
             &metrics,
         );
         let size = size_of_val(&session);
         eprintln!("a session's future: {size} bytes");
         assert!(size <= 2048, "{size} bytes");
+    }
+
+    #[test]
+    fn the_websocket_enforces_the_largest_message_the_close_reason_names() {
+        let config = SessionConfig {
+            max_message: 10,
+            ..SessionConfig::for_target("127.0.0.1:5000")
+        };
+        let websocket = config.websocket();
+        assert_eq!(websocket.max_message_size, Some(10));
+        assert_eq!(websocket.max_frame_size, Some(10));
+    }
+
+    /// The bridge's end of a client connection that says when the bridge's
+    /// writes stop going through: "the client stopped reading" is an event
+    /// the test waits for, not a guess after a sleep.
+    struct ReportsBlocked {
+        inner: DuplexStream,
+        blocked: Arc<Notify>,
+    }
+
+    impl AsyncRead for ReportsBlocked {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for ReportsBlocked {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if written.is_pending() {
+                self.blocked.notify_one();
+            }
+            written
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    const CLOSE_GRACE: Duration = Duration::from_millis(200);
+
+    /// A target that sends far more than a client that reads nothing can
+    /// take, and then stays connected.
+    async fn flooding_target() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream.write_all(&vec![b'a'; 1024 * 1024]).await;
+            std::future::pending::<()>().await;
+        });
+        address
+    }
+
+    /// Runs a session to `target` for a client that never reads, until the
+    /// bridge's writes block; then `end` ends it. Returns how long the
+    /// session took to close after that.
+    async fn closing_time<E, F>(end: E) -> Duration
+    where
+        E: FnOnce(DuplexStream, CancellationToken) -> F,
+        F: Future<Output = DuplexStream>,
+    {
+        let target = flooding_target().await;
+        let config = SessionConfig {
+            close_grace: CLOSE_GRACE,
+            // Far beyond the close grace: only the grace may end the wait.
+            ping_interval: Duration::from_secs(3600),
+            write_timeout: Duration::from_secs(3600),
+            ..SessionConfig::for_target(target.to_string())
+        };
+        let (near, far) = tokio::io::duplex(1024);
+        let blocked = Arc::new(Notify::new());
+        let near = ReportsBlocked {
+            inner: near,
+            blocked: Arc::clone(&blocked),
+        };
+        let ws =
+            WebSocketStream::from_raw_socket(near, Role::Server, Some(config.websocket())).await;
+        let metrics = BridgeMetrics::default();
+        let shutdown = CancellationToken::new();
+        let session = run(
+            ws,
+            1,
+            ClientAddress::direct("127.0.0.1:1".parse().unwrap()),
+            "127.0.0.1:2".parse().unwrap(),
+            Arc::new(config),
+            shutdown.clone(),
+            &metrics,
+        );
+        let client = async {
+            blocked.notified().await;
+            let far = end(far, shutdown).await;
+            (Instant::now(), far)
+        };
+        let ((), (ended_at, _far)) = timeout(Duration::from_secs(60), async {
+            tokio::join!(session, client)
+        })
+        .await
+        .expect("the session never closed");
+        ended_at.elapsed()
+    }
+
+    /// Within one tick of the timer wheel.
+    fn within_the_grace(took: Duration) -> bool {
+        took <= CLOSE_GRACE + Duration::from_millis(1)
+    }
+
+    /// A client that breaks the protocol while the target's answers wait
+    /// for it: delivering them and sending the Close share one grace.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_protocol_error_closing_takes_at_most_the_grace() {
+        let took = closing_time(|mut far, _shutdown| async move {
+            // A text frame without a mask: clients must mask theirs.
+            far.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+            far
+        })
+        .await;
+        assert!(within_the_grace(took), "closing took {took:?}");
+        // The target's answers were waited for, as long as the grace let.
+        assert!(took >= CLOSE_GRACE, "closing took {took:?}");
+    }
+
+    /// The bridge stops while a session is blocked sending to its client.
+    #[tokio::test(start_paused = true)]
+    async fn when_the_bridge_stops_closing_takes_at_most_the_grace() {
+        let took = closing_time(|far, shutdown| async move {
+            shutdown.cancel();
+            far
+        })
+        .await;
+        assert!(within_the_grace(took), "closing took {took:?}");
     }
 }

@@ -98,7 +98,6 @@ async fn three_sessions_an_oversize_message_a_foreign_origin_and_a_target_down()
     let web = page();
     let mut config = fast_config(target_addr);
     config.session.max_message = 64;
-    config.websocket = bridge::config::websocket_config(64);
     config.web = Some(web.clone());
     let metrics = Metrics::serve_for(&mut config).await;
     let bridge = Bridge::start(config).await;

@@ -19,17 +19,17 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{sleep, sleep_until, timeout, Instant, Sleep};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use console::{describe_io, preview};
 use netkit::accept::Acceptor;
@@ -49,8 +49,10 @@ pub struct Config {
     /// A connection whose answer cannot be sent for this long (the client
     /// does not read) is closed.
     pub write_timeout: Duration,
-    /// On shutdown, how long a connection may take to send what is already
-    /// transformed.
+    /// On shutdown, how long the connections may take to send what is
+    /// already transformed and close, counted once for all of them from the
+    /// moment the shutdown starts. A connection closing for another reason
+    /// gets as long to close.
     pub shutdown_grace: Duration,
     /// The most bytes read from a client at once. A busy connection holds
     /// an answer of at most [`upcase::MAX_GROWTH`] times (this + 3),
@@ -100,8 +102,9 @@ impl Default for Config {
 }
 
 /// Serves clients from `listener` until `shutdown` is cancelled, then stops
-/// accepting and returns once every connection has closed (each gets
-/// [`Config::shutdown_grace`] to deliver what it has transformed).
+/// accepting and reading, and returns once every connection has closed:
+/// within [`Config::shutdown_grace`] of the cancellation, which the
+/// connections have to deliver what they have transformed.
 ///
 /// Errors never end the server: a failed `accept` is logged and retried (see
 /// [`Acceptor`]), and a connection's error ends only that connection.
@@ -113,6 +116,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
     let mut acceptor =
         Acceptor::new(listener, config.max_connections).with_metrics(metrics.accept.clone());
     let mut next_id: u64 = 1;
+    let stop = Arc::new(StopDeadline::new(config.shutdown_grace));
 
     while let Some(accepted) = acceptor.next(&shutdown).await {
         metrics.accepted.increment(1);
@@ -125,6 +129,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
             // Its own node: waiting on it, as every read does, takes no
             // lock that other connections take too.
             shutdown: shutdown.child_token(),
+            stop: Arc::clone(&stop),
             traffic: Traffic::default(),
         };
         next_id += 1;
@@ -136,9 +141,41 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         });
     }
 
+    // Unless a connection saw the stop first and fixed it already.
+    stop.deadline();
     drop(acceptor);
     connections.close();
     connections.wait().await;
+}
+
+/// When a stopping server's connections must all have closed: one grace
+/// from the moment the stop is first seen, by the accept loop or by a
+/// connection, the same instant for every connection however many phases
+/// (delivering, shutting the write side, draining) its closing goes through.
+#[derive(Debug)]
+struct StopDeadline {
+    grace: Duration,
+    at: OnceLock<Instant>,
+}
+
+impl StopDeadline {
+    fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            at: OnceLock::new(),
+        }
+    }
+
+    /// The deadline, fixed now if the stop was not seen before: call it
+    /// only once the server is stopping.
+    fn deadline(&self) -> Instant {
+        *self.at.get_or_init(|| Instant::now() + self.grace)
+    }
+
+    /// The deadline, if the server is known to be stopping.
+    fn fixed(&self) -> Option<Instant> {
+        self.at.get().copied()
+    }
 }
 
 /// Bytes counted on one connection, for the closing log line.
@@ -205,21 +242,31 @@ struct Connection {
     stream: TcpStream,
     config: Arc<Config>,
     shutdown: CancellationToken,
+    stop: Arc<StopDeadline>,
     traffic: Traffic,
 }
 
 impl Connection {
     async fn run(mut self) {
         let trusted = &self.config.trusted_proxies;
-        let client = match client_address(
+        // The header's own deadline may be longer than the shutdown grace.
+        // (Matched in place: bound to a variable first, the result took 64
+        // more bytes of every connection's future, in a debug build.)
+        let header = client_address(
             &mut self.stream,
             self.peer,
             trusted,
             Presence::Required,
             self.config.proxy_header_deadline,
-        )
-        .await
-        {
+        );
+        let client = match tokio::select! {
+            biased;
+            header = header => header,
+            () = self.shutdown.cancelled() => {
+                debug!("[#{}] el servidor se detiene antes de la cabecera PROXY", self.id);
+                return;
+            }
+        } {
             Ok(client) => client,
             Err(refused) => {
                 warn!(
@@ -256,6 +303,11 @@ impl Connection {
         let alarm = sleep_until(last_read + self.config.idle_timeout);
         tokio::pin!(stopping, alarm);
         loop {
+            // A client that keeps sending is never waited for, so the stop
+            // must be looked for here too: stopping means reading no more.
+            if self.stop.fixed().is_some() {
+                return Box::pin(self.close(&mut upcase, Ending::Shutdown)).await;
+            }
             // One attempt, without waiting: a busy client is read again at
             // once, with no timer or waiter involved.
             let read = poll_fn(|cx| {
@@ -368,16 +420,16 @@ impl Connection {
     }
 
     /// Sends `bytes` whole, unless the client stops reading for longer than
-    /// the write timeout, or the server is stopping and the grace runs out.
+    /// the write timeout, or the server is stopping and its deadline passes.
     async fn deliver(&mut self, bytes: &[u8]) -> Result<(), Ending> {
         if bytes.is_empty() {
             return Ok(());
         }
-        let grace = self.config.shutdown_grace;
         let shutdown = &self.shutdown;
+        let stop = &self.stop;
         let grace_over = async {
             shutdown.cancelled().await;
-            sleep(grace).await;
+            sleep_until(stop.deadline()).await;
         };
         let write_timeout = self.config.write_timeout;
         let written = tokio::select! {
@@ -408,27 +460,43 @@ impl Connection {
         if invalid > 0 {
             self.config.metrics.invalid_utf8.increment(invalid);
         }
+        let deadline = self.close_deadline(&ending);
         if let Err(failed) = self.deliver(&tail).await {
             return failed;
         }
-        let grace = self.config.shutdown_grace;
-        if let Ok(Err(error)) = timeout(grace, self.stream.shutdown()).await {
+        if let Ok(Err(error)) = timeout_at(deadline, self.stream.shutdown()).await {
             return Ending::Failed(error);
         }
         if !matches!(ending, Ending::ClientClosed) {
             // The client may still be sending. Closing with unread input
             // makes the kernel send RST, which can destroy answers the client
             // has not read yet, so read and discard until it closes too.
-            self.drain_until(Instant::now() + grace).await;
+            self.drain_until(deadline).await;
         }
         ending
+    }
+
+    /// By when a connection ending this way must be closed: the server's
+    /// stop deadline if it is stopping, else one grace from now.
+    fn close_deadline(&self, ending: &Ending) -> Instant {
+        let own = Instant::now() + self.config.shutdown_grace;
+        match (ending, self.stop.fixed()) {
+            (Ending::Shutdown, _) => self.stop.deadline(),
+            (_, Some(stop)) => stop.min(own),
+            (_, None) => own,
+        }
     }
 
     async fn drain_until(&mut self, deadline: Instant) {
         // On the heap: a buffer in the future would be held by every
         // connection, idle or not.
         let mut scrap = vec![0u8; 4096];
-        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.readable()).await {
+        // A client that never stops sending keeps the socket readable, and
+        // a timeout looks at its clock only once the read is pending.
+        while Instant::now() < deadline {
+            let Ok(Ok(())) = timeout_at(deadline, self.stream.readable()).await else {
+                return;
+            };
             match self.stream.try_read(&mut scrap) {
                 Ok(0) => return,
                 Ok(_) => {}

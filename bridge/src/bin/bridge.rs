@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bridge::config::{split_host_port, websocket_config};
+use bridge::config::split_host_port;
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
 use bridge::origin::OriginPolicy;
 use bridge::session::SessionConfig;
@@ -248,7 +248,6 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         session,
         origins,
         max_sessions: args.max_sessions as usize,
-        websocket: websocket_config(max_message),
         web: args.web,
         frame_from,
         tls,

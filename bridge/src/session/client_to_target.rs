@@ -9,9 +9,6 @@
 //! answers pings and the client's Close by itself, and every other Close is
 //! sent by the session once both pumps have stopped.
 
-use std::future::poll_fn;
-use std::task::Poll;
-
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -21,7 +18,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::ending::Ending;
-use super::{SessionConfig, Shared, Traffic};
+use super::shared::Shared;
+use super::{SessionConfig, Traffic};
 use crate::framing::Kind;
 
 /// How the client → target direction stopped.
@@ -67,7 +65,7 @@ where
         shared.set_kind(kind);
         if payload.is_empty() {
             traffic.add_up(kind, 0);
-            answer_empty(shared, kind).await;
+            shared.ask_empty_answer(kind).await;
             continue;
         }
         // A target that stops reading holds this write: backpressure.
@@ -79,34 +77,6 @@ where
         }
         traffic.add_up(kind, payload.len());
     }
-}
-
-/// Has the target → client pump answer an empty message with an empty
-/// message, and waits until it has taken it up, so that a client sending
-/// empty messages and reading nothing is held like any other.
-///
-/// An empty message carries no bytes, so the target never sees it and
-/// could not answer it; answered by the bridge, it leaves the bytes the
-/// client reads unchanged, as an echo of nothing should.
-///
-/// No waker of its own is needed: both pumps are polled each time the
-/// session's task is. The task wakes itself once so that the other pump
-/// sees the request, and the other pump wakes it again when it takes the
-/// request up, which is what ends the wait.
-async fn answer_empty(shared: &Shared, kind: Kind) {
-    shared.answer_empty(kind);
-    let mut woken = false;
-    poll_fn(|cx| {
-        if !shared.empty_waiting() {
-            return Poll::Ready(());
-        }
-        if !woken {
-            woken = true;
-            cx.waker().wake_by_ref();
-        }
-        Poll::Pending
-    })
-    .await;
 }
 
 /// How a read error from the client ends this direction.

@@ -10,7 +10,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
@@ -22,7 +22,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::io::poll_read_buf;
 
 use super::ending::Ending;
-use super::{SessionConfig, Shared, Traffic};
+use super::shared::Shared;
+use super::{SessionConfig, Traffic};
 use crate::framing::{Framer, Kind, Payload};
 
 type ToClient<S> = SplitSink<WebSocketStream<S>, Message>;
@@ -49,7 +50,7 @@ where
             biased;
             // First: a target that never stops sending keeps `readable`
             // ready, and the client → target pump waits for this.
-            kind = poll_fn(|cx| take_empty(shared, cx)) => {
+            kind = poll_fn(|cx| shared.poll_take_empty(cx)) => {
                 let answer = match kind {
                     Kind::Text => Message::Text(Default::default()),
                     Kind::Binary => Message::Binary(Default::default()),
@@ -143,20 +144,6 @@ where
         },
     };
     sent.map_err(|error| Ending::ClientFailed(error.to_string()))
-}
-
-/// The kind of an empty message the client → target pump asked to answer,
-/// if any. That pump (same task) waits until the request is taken and
-/// registers no waker; the task is woken here so that it sees the take
-/// whichever of the two is polled first.
-fn take_empty(shared: &Shared, cx: &mut Context<'_>) -> Poll<Kind> {
-    match shared.take_empty() {
-        Some(kind) => {
-            cx.waker().wake_by_ref();
-            Poll::Ready(kind)
-        }
-        None => Poll::Pending,
-    }
 }
 
 fn target_lost(config: &SessionConfig, error: io::Error) -> Ending {

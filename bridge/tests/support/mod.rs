@@ -538,7 +538,7 @@ impl InMemory {
     pub async fn start(config: SessionConfig, metrics: Arc<BridgeMetrics>) -> InMemory {
         let (near, far) = tokio::io::duplex(CLIENT_ROOM);
         let (near, blocking) = ReportsBlocking::new(near);
-        let websocket = bridge::config::websocket_config(config.max_message);
+        let websocket = config.websocket();
         let server = WebSocketStream::from_raw_socket(near, Role::Server, Some(websocket)).await;
         let client = WebSocketStream::from_raw_socket(far, Role::Client, None).await;
         let stop = CancellationToken::new();
