@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use cliente::websocket_link;
 use cliente::ClientError;
+use console::args::{PositiveDuration, DURATION_FORMS};
 use console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use tokio::io::BufReader;
 
@@ -25,6 +25,7 @@ use tokio::io::BufReader;
     version,
     help_template = HELP_TEMPLATE,
     override_usage = "cliente [OPCIONES]",
+    after_help = DURATION_FORMS,
     disable_help_flag = true,
     disable_version_flag = true
 )]
@@ -57,10 +58,9 @@ struct Args {
     #[arg(long, value_name = "FICHERO", requires = "url")]
     ca_cert: Option<PathBuf>,
 
-    /// Segundos de espera para conectar y para cada respuesta.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    timeout: u64,
+    /// Tiempo de espera para conectar y para cada respuesta.
+    #[arg(long, value_name = "DURACIÓN", default_value_t = PositiveDuration::from_secs(30))]
+    timeout: PositiveDuration,
 
     #[command(flatten)]
     flags: HelpFlags,
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), ClientError> {
-    let patience = Duration::from_secs(args.timeout);
+    let patience = args.timeout.get();
     let input = BufReader::new(tokio::io::stdin());
     let output = tokio::io::stdout();
     match &args.url {
