@@ -91,9 +91,16 @@ fn exit_on_usage_error(error: clap::Error) -> ! {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let context = |kind| match error.get(kind) {
         Some(ContextValue::String(text)) => text.clone(),
+        Some(ContextValue::Strings(texts)) => texts.join(", "),
         _ => String::from("?"),
     };
     let message = match error.kind() {
+        ErrorKind::InvalidValue if context(ContextKind::InvalidValue).is_empty() => {
+            format!("falta el valor de {}", context(ContextKind::InvalidArg))
+        }
+        ErrorKind::MissingRequiredArgument => {
+            format!("falta {}", context(ContextKind::InvalidArg))
+        }
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => format!(
             "valor no válido «{}» para {}{}",
             context(ContextKind::InvalidValue),
