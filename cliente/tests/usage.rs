@@ -44,7 +44,22 @@ async fn run(args: &[&str]) -> Finished {
 #[tokio::test]
 async fn a_bad_value_is_a_usage_error_naming_its_flag() {
     // (arguments, the start of the error, why in Spanish)
-    let cases: [(&[&str], &str, &str); 8] = [
+    let cases: [(&[&str], &str, &str); 11] = [
+        (
+            &["--url", "http://127.0.0.1:8080/ws"],
+            "valor no válido «http://127.0.0.1:8080/ws» para --url <URL>",
+            "no es una URL de WebSocket",
+        ),
+        (
+            &["--url", "127.0.0.1:8080"],
+            "valor no válido «127.0.0.1:8080» para --url <URL>",
+            "no es una URL de WebSocket",
+        ),
+        (
+            &["--url", "ws://"],
+            "valor no válido «ws://» para --url <URL>",
+            "no es una URL de WebSocket",
+        ),
         (
             &["--timeout", "0"],
             "valor no válido «0» para --timeout <",

@@ -42,6 +42,9 @@ pub enum InvalidValue {
     /// Not an origin as browsers send them.
     #[error("no es un origen (esquema://máquina[:puerto], p. ej. https://example.org)")]
     NotOrigin,
+    /// Not a WebSocket URL.
+    #[error("no es una URL de WebSocket (ws://MÁQUINA:PUERTO/ws o wss://MÁQUINA:PUERTO/ws)")]
+    NotWebSocketUrl,
     /// Not a duration.
     #[error("no es una duración (p. ej. 200ms, 2s, 1m, o segundos sin unidad: 2)")]
     NotDuration,

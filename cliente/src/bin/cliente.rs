@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use cliente::websocket_link;
 use cliente::ClientError;
-use console::args::{PositiveDuration, DURATION_FORMS};
+use console::args::{InvalidValue, PositiveDuration, DURATION_FORMS};
 use console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use tokio::io::BufReader;
+use tokio_tungstenite::tungstenite::http::Uri;
 
 /// Cliente del Tema 12: envía cada línea escrita al servidor y muestra la
 /// respuesta en MAYÚSCULAS.
@@ -48,7 +49,8 @@ struct Args {
 
     /// Conecta por WebSocket a través del puente en vez de por TCP, p. ej.
     /// ws://127.0.0.1:8080/ws (o wss://…).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"],
+          value_parser = websocket_url)]
     url: Option<String>,
 
     /// Certificado PEM en el que confiar además de los públicos, para wss://
@@ -64,6 +66,18 @@ struct Args {
 
     #[command(flatten)]
     flags: HelpFlags,
+}
+
+/// `--url` as clap checks it: `ws://` or `wss://` and a host, so that a
+/// mistyped URL is a usage error (the connection still checks the rest).
+fn websocket_url(text: &str) -> Result<String, InvalidValue> {
+    let uri: Uri = text.parse().map_err(|_| InvalidValue::NotWebSocketUrl)?;
+    let scheme = uri.scheme_str();
+    let host = uri.host().filter(|host| !host.is_empty());
+    match (scheme, host) {
+        (Some("ws" | "wss"), Some(_)) => Ok(text.to_string()),
+        _ => Err(InvalidValue::NotWebSocketUrl),
+    }
 }
 
 fn main() -> ExitCode {
