@@ -249,6 +249,12 @@ impl PositiveDuration {
         Self(Duration::from_secs(seconds))
     }
 
+    /// `duration`, for defaults kept as a `Duration`; like
+    /// [`Self::from_secs`], checked only when parsed back.
+    pub const fn from_duration(duration: Duration) -> Self {
+        Self(duration)
+    }
+
     /// The duration.
     pub fn get(self) -> Duration {
         self.0
@@ -432,5 +438,8 @@ mod tests {
             assert_eq!(default.to_string().parse(), Ok(default));
         }
         assert_eq!(PositiveDuration::from_secs(30).to_string(), "30s");
+        let short = PositiveDuration::from_duration(Duration::from_millis(200));
+        assert_eq!(short.to_string(), "200ms");
+        assert_eq!(short.to_string().parse(), Ok(short));
     }
 }
