@@ -206,3 +206,27 @@ async fn the_help_says_how_durations_are_written() {
         assert!(run.stdout.contains(words), "{words:?} in {}", run.stdout);
     }
 }
+
+#[tokio::test]
+async fn a_missing_certificate_is_said_once() {
+    let missing = "/no-existe/cert.pem";
+    let refused = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        missing,
+        "--tls-key",
+        missing,
+    ])
+    .await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    let expected = format!("error: no se pudo leer el certificado {missing}: ");
+    assert!(refused.stderr.starts_with(&expected), "{}", refused.stderr);
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+    assert_eq!(
+        refused.stderr.matches("(os error 2)").count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+}
