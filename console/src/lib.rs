@@ -1,5 +1,6 @@
 //! How the binaries speak to the terminal, in the tutorial's Spanish: the log
-//! format, message previews for the log, and io errors in plain words.
+//! format, message previews for the log, and io errors in plain words; the
+//! values their flags take are in [`args`].
 
 pub mod args;
 
