@@ -1,6 +1,6 @@
 //! What one bridge serves and how, as the command line gives it: the
-//! [`Config`] that [`crate::serve`] runs on, and the `host:port` parsing
-//! behind `--listen`, `--target` and origins.
+//! [`Config`] that [`crate::serve`] runs on. (`host:port` is parsed by
+//! `console::args::HostPort`.)
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,53 +67,5 @@ impl Config {
             trusted_proxies: TrustedProxies::default(),
             metrics: Arc::default(),
         }
-    }
-}
-
-/// Splits `host:port` (the port optional), keeping IPv6 literals
-/// (`[::1]:80`) whole, brackets included.
-pub fn split_authority(authority: &str) -> (&str, Option<&str>) {
-    if let Some(end) = authority.rfind(']') {
-        return match authority[end + 1..].strip_prefix(':') {
-            Some(port) => (&authority[..=end], Some(port)),
-            None => (authority, None),
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (authority, None),
-    }
-}
-
-/// Splits `host:port` into a host to resolve (IPv6 without its brackets)
-/// and a port; `None` unless both are there.
-pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
-    let (host, port) = split_authority(address);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port?.parse().ok()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authorities_split_at_the_last_colon_outside_brackets() {
-        assert_eq!(split_authority("h:80"), ("h", Some("80")));
-        assert_eq!(split_authority("h"), ("h", None));
-        assert_eq!(split_authority("[::1]:80"), ("[::1]", Some("80")));
-        assert_eq!(split_authority("[::1]"), ("[::1]", None));
-    }
-
-    #[test]
-    fn addresses_need_a_host_and_a_port() {
-        assert_eq!(split_host_port("127.0.0.1:5000"), Some(("127.0.0.1", 5000)));
-        assert_eq!(split_host_port("[::1]:0"), Some(("::1", 0)));
-        assert_eq!(split_host_port(":5000"), None);
-        assert_eq!(split_host_port("localhost"), None);
-        assert_eq!(split_host_port("h:99999"), None);
     }
 }

@@ -7,12 +7,85 @@
 //! clients that are not browsers (they send no `Origin`); `--allow-origin`
 //! widens that.
 
-use crate::config::split_authority;
+use std::fmt;
+use std::str::FromStr;
+
+use console::args::{HostPort, InvalidValue};
+
+/// A page's origin as browsers send it, `scheme://host[:port]`, in a
+/// normal form: the scheme and host in lower case, the port explicit (the
+/// scheme's default when left out), a trailing slash dropped. Two origins
+/// are the same page's exactly when they are equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: &'static str,
+    authority: HostPort,
+}
+
+impl Origin {
+    /// The scheme's port when an origin names none.
+    fn default_port(scheme: &str) -> Option<(&'static str, u16)> {
+        match scheme {
+            "http" => Some(("http", 80)),
+            "ws" => Some(("ws", 80)),
+            "https" => Some(("https", 443)),
+            "wss" => Some(("wss", 443)),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for Origin {
+    type Err = InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim().to_ascii_lowercase();
+        let text = text.strip_suffix('/').unwrap_or(&text);
+        let (scheme, authority) = text.split_once("://").ok_or(InvalidValue::NotOrigin)?;
+        let (scheme, port) = Self::default_port(scheme).ok_or(InvalidValue::NotOrigin)?;
+        let authority =
+            HostPort::with_default_port(authority, port).map_err(|_| InvalidValue::NotOrigin)?;
+        Ok(Self { scheme, authority })
+    }
+}
+
+/// `scheme://host`, with `:port` unless it is the scheme's default.
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = self.authority.url_host();
+        match Self::default_port(self.scheme) {
+            Some((_, port)) if port == self.authority.port() => {
+                write!(f, "{}://{host}", self.scheme)
+            }
+            _ => write!(f, "{}://{}", self.scheme, self.authority),
+        }
+    }
+}
+
+/// One `--allow-origin`: an origin, or `*` for any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigin {
+    /// `*`: every page.
+    Any,
+    /// Pages from this origin.
+    Only(Origin),
+}
+
+impl FromStr for AllowedOrigin {
+    type Err = InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "*" => Ok(Self::Any),
+            _ => text.parse().map(Self::Only),
+        }
+    }
+}
 
 /// The origins let in besides the bridge's own.
 #[derive(Debug, Clone, Default)]
 pub struct OriginPolicy {
-    allowed: Vec<String>,
+    allowed: Vec<Origin>,
     any: bool,
 }
 
@@ -37,26 +110,35 @@ impl Verdict {
 }
 
 impl OriginPolicy {
-    /// A policy that lets in `allowed` origins (`*` lets in every origin).
-    /// Fails on an entry that is not an origin (`scheme://host[:port]`).
-    pub fn new<I, S>(allowed: I) -> Result<Self, String>
+    /// A policy that lets in the `allowed` origins, as `--allow-origin`
+    /// gives them.
+    pub fn from_allowed<I>(allowed: I) -> Self
+    where
+        I: IntoIterator<Item = AllowedOrigin>,
+    {
+        let mut policy = OriginPolicy::default();
+        for entry in allowed {
+            match entry {
+                AllowedOrigin::Any => policy.any = true,
+                AllowedOrigin::Only(origin) => policy.allowed.push(origin),
+            }
+        }
+        policy
+    }
+
+    /// A policy that lets in `allowed` origins written out (`*` lets in
+    /// every origin). Fails on an entry that is not an origin
+    /// (`scheme://host[:port]`).
+    pub fn new<I, S>(allowed: I) -> Result<Self, InvalidValue>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut policy = OriginPolicy::default();
-        for entry in allowed {
-            let entry = entry.as_ref();
-            if entry == "*" {
-                policy.any = true;
-                continue;
-            }
-            let normal = normalize_origin(entry).ok_or_else(|| {
-                format!("«{entry}» no es un origen (esquema://máquina[:puerto], p. ej. https://example.org)")
-            })?;
-            policy.allowed.push(normal);
-        }
-        Ok(policy)
+        let allowed = allowed
+            .into_iter()
+            .map(|entry| entry.as_ref().parse())
+            .collect::<Result<Vec<AllowedOrigin>, _>>()?;
+        Ok(Self::from_allowed(allowed))
     }
 
     /// Whether every origin is let in (`--allow-origin '*'`).
@@ -70,7 +152,7 @@ impl OriginPolicy {
         let Some(origin) = origin else {
             return Verdict::NoOrigin;
         };
-        let Some(origin) = normalize_origin(origin) else {
+        let Ok(origin) = origin.parse::<Origin>() else {
             return if self.any {
                 Verdict::Allowed
             } else {
@@ -78,40 +160,15 @@ impl OriginPolicy {
             };
         };
         let scheme = if tls { "https" } else { "http" };
-        if let Some(own) = host.and_then(|host| normalize_origin(&format!("{scheme}://{host}"))) {
-            if own == origin {
-                return Verdict::SameOrigin;
-            }
+        let own = host.and_then(|host| format!("{scheme}://{host}").parse::<Origin>().ok());
+        if own.as_ref() == Some(&origin) {
+            return Verdict::SameOrigin;
         }
         if self.any || self.allowed.contains(&origin) {
             Verdict::Allowed
         } else {
             Verdict::Refused
         }
-    }
-}
-
-/// `scheme://host[:port]` in lower case, without the scheme's default port
-/// or a trailing slash; `None` if it is not of that form.
-pub fn normalize_origin(origin: &str) -> Option<String> {
-    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    let (scheme, authority) = origin.split_once("://")?;
-    let default_port = match scheme {
-        "http" | "ws" => "80",
-        "https" | "wss" => "443",
-        _ => return None,
-    };
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-        return None;
-    }
-    let (host, port) = split_authority(authority);
-    if host.is_empty() {
-        return None;
-    }
-    match port {
-        Some(port) if port.parse::<u16>().is_err() => None,
-        Some(port) if port != default_port => Some(format!("{scheme}://{host}:{port}")),
-        _ => Some(format!("{scheme}://{host}")),
     }
 }
 
@@ -192,6 +249,53 @@ mod tests {
         ] {
             assert!(OriginPolicy::new([bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn origins_are_written_in_their_normal_form() {
+        let normal = |text: &str| text.parse::<Origin>().map(|origin| origin.to_string());
+        assert_eq!(
+            normal("https://Class.Example/").as_deref(),
+            Ok("https://class.example")
+        );
+        assert_eq!(normal("https://h:443").as_deref(), Ok("https://h"));
+        assert_eq!(normal("http://h:443").as_deref(), Ok("http://h:443"));
+        assert_eq!(normal("ws://h:80").as_deref(), Ok("ws://h"));
+        assert_eq!(
+            normal("http://[::1]:8080").as_deref(),
+            Ok("http://[::1]:8080")
+        );
+        assert_eq!(normal("http://[::1]").as_deref(), Ok("http://[::1]"));
+        assert_eq!(
+            normal("http://127.0.0.1:0").as_deref(),
+            Ok("http://127.0.0.1:0")
+        );
+        for bad in [
+            "",
+            "*",
+            "null",
+            "http://",
+            "http://h:",
+            "http://:80",
+            "http://u@h",
+            "http://h?x",
+            "http://h#x",
+            "http://::1",
+            "file:///etc",
+        ] {
+            assert_eq!(normal(bad), Err(InvalidValue::NotOrigin), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_star_is_any_origin_only_on_its_own() {
+        assert_eq!("*".parse(), Ok(AllowedOrigin::Any));
+        assert!("https://*.example".parse::<AllowedOrigin>().is_err());
+        let only = "http://h:8080".parse::<AllowedOrigin>();
+        assert_eq!(
+            only,
+            Ok(AllowedOrigin::Only("http://h:8080".parse().unwrap()))
+        );
     }
 
     #[test]

@@ -186,12 +186,8 @@ impl PageHeaders {
 /// `html` (a script with a `src` has no inline code to allow).
 fn inline_digests_of(html: &str) -> InlineDigests {
     InlineDigests {
-        scripts: inline_bodies(html, "script")
-            .map(csp_digest)
-            .collect(),
-        styles: inline_bodies(html, "style")
-            .map(csp_digest)
-            .collect(),
+        scripts: inline_bodies(html, "script").map(csp_digest).collect(),
+        styles: inline_bodies(html, "style").map(csp_digest).collect(),
     }
 }
 

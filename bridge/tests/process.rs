@@ -8,7 +8,7 @@ mod support;
 
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
-use testkit::{bridge_at, refuses, Running};
+use testkit::{bridge_at, Running};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -88,14 +88,4 @@ async fn the_transcript_announces_the_addresses_then_one_line_per_event() {
         "{opened:?}"
     );
     assert!(opened.ends_with(&format!(" hacia {target}")), "{opened:?}");
-}
-
-#[tokio::test]
-async fn a_bad_metrics_address_is_refused_on_the_command_line() {
-    refuses(
-        BRIDGE,
-        &["--listen", "127.0.0.1:0", "--metrics", "9101"],
-        "--metrics «9101» no es MÁQUINA:PUERTO",
-    )
-    .await;
 }

@@ -1,5 +1,8 @@
 //! How the binaries speak to the terminal, in the tutorial's Spanish: the log
-//! format, message previews for the log, and io errors in plain words.
+//! format, message previews for the log, and io errors in plain words; the
+//! values their flags take are in [`args`].
+
+pub mod args;
 
 use std::fmt;
 use std::io;
@@ -89,13 +92,21 @@ fn exit_on_usage_error(error: clap::Error) -> ! {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let context = |kind| match error.get(kind) {
         Some(ContextValue::String(text)) => text.clone(),
+        Some(ContextValue::Strings(texts)) => texts.join(", "),
         _ => String::from("?"),
     };
     let message = match error.kind() {
+        ErrorKind::InvalidValue if context(ContextKind::InvalidValue).is_empty() => {
+            format!("falta el valor de {}", context(ContextKind::InvalidArg))
+        }
+        ErrorKind::MissingRequiredArgument => {
+            format!("falta {}", context(ContextKind::InvalidArg))
+        }
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => format!(
-            "valor no válido «{}» para {}",
+            "valor no válido «{}» para {}{}",
             context(ContextKind::InvalidValue),
-            context(ContextKind::InvalidArg)
+            context(ContextKind::InvalidArg),
+            reason(&error)
         ),
         ErrorKind::UnknownArgument => {
             format!(
@@ -115,6 +126,15 @@ fn exit_on_usage_error(error: clap::Error) -> ! {
     };
     eprintln!("error: {message}\n\nMás información: --help");
     std::process::exit(2)
+}
+
+/// Why a value was refused, after a colon, when one of [`args`]'s parsers
+/// said why in Spanish (clap's own parsers speak English: left out).
+fn reason(error: &clap::Error) -> String {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<args::InvalidValue>())
+        .map(|reason| format!(": {reason}"))
+        .unwrap_or_default()
 }
 
 /// Sends `tracing` events to standard error, filtered by `RUST_LOG`, or by
@@ -252,6 +272,28 @@ mod tests {
         );
         assert_eq!(help_of("name").as_deref(), Some("Sin valor por defecto"));
         assert_eq!(help_of("quiet").as_deref(), Some("Una bandera"));
+    }
+
+    #[test]
+    fn a_refused_value_says_why_in_spanish() {
+        #[derive(Debug, clap::Parser)]
+        struct Args {
+            #[arg(long)]
+            listen: args::HostPort,
+            #[arg(long)]
+            port: Option<u16>,
+        }
+        let refused = |line: &[&str]| {
+            let error = <Args as clap::Parser>::try_parse_from(line).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+            reason(&error)
+        };
+        assert_eq!(
+            refused(&["prueba", "--listen", "sin-puerto"]),
+            ": falta el puerto (MÁQUINA:PUERTO, p. ej. 127.0.0.1:8080)"
+        );
+        // clap's own parsers speak English: their reason is left out.
+        assert_eq!(refused(&["prueba", "--listen", "h:1", "--port", "abc"]), "");
     }
 
     #[test]

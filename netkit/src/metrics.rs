@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::accept::Acceptor;
+use console::args::HostPort;
 use console::describe_io;
 
 /// The path the metrics are served on.
@@ -60,16 +61,15 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Why the metrics could not be set up.
 #[derive(Debug, Error)]
 pub enum MetricsError {
-    /// The address given to `--metrics` is not `host:port`.
-    #[error("--metrics «{0}» no es MÁQUINA:PUERTO (p. ej. 127.0.0.1:9100)")]
-    NotHostPort(String),
-    /// The address given to `--metrics` could not be listened on.
-    #[error("no se pudo escuchar en --metrics {address}: {}", describe_io(.source))]
+    /// The address given to `--metrics` could not be listened on. The
+    /// message says the system's error, so it is not also the `source()`
+    /// (anyhow's `{:#}` would print it twice).
+    #[error("no se pudo escuchar en --metrics {address}: {}", describe_io(.error))]
     Bind {
         /// The address given.
-        address: String,
+        address: HostPort,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// A histogram was given no buckets.
     #[error("histograma mal definido: {0}")]
@@ -141,20 +141,13 @@ pub fn noop<T>(make: impl FnOnce() -> T) -> T {
     ::metrics::with_local_recorder(&::metrics::NoopRecorder, make)
 }
 
-/// Listens on `address` (`MÁQUINA:PUERTO`; port 0 takes a free one) for
-/// scrapers.
-pub async fn bind(address: &str) -> Result<TcpListener, MetricsError> {
-    let host_port = address
-        .rsplit_once(':')
-        .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if host_port.is_none() {
-        return Err(MetricsError::NotHostPort(address.to_string()));
-    }
-    TcpListener::bind(address)
+/// Listens on `address` (port 0 takes a free one) for scrapers.
+pub async fn bind(address: &HostPort) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind((address.host(), address.port()))
         .await
-        .map_err(|source| MetricsError::Bind {
-            address: address.to_string(),
-            source,
+        .map_err(|error| MetricsError::Bind {
+            address: address.clone(),
+            error,
         })
 }
 
@@ -253,6 +246,19 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_port_in_use_is_said_once() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: HostPort = taken.local_addr().unwrap().to_string().parse().unwrap();
+        let error = bind(&address).await.unwrap_err();
+        assert!(std::error::Error::source(&error).is_none());
+        let message = error.to_string();
+        let expected =
+            format!("no se pudo escuchar en --metrics {address}: la dirección ya está en uso");
+        assert!(message.starts_with(&expected), "{message}");
+        assert_eq!(message.matches("en uso").count(), 1, "{message}");
+    }
 
     #[test]
     fn handles_count_into_their_registry_and_noop_ones_nowhere() {

@@ -13,6 +13,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use console::args::{InvalidValue, Network};
 use ipnet::IpNet;
 use ppp::v2;
 use ppp::PartialResult;
@@ -43,30 +44,29 @@ pub struct TrustedProxies {
 }
 
 impl TrustedProxies {
-    /// From `--trusted-proxy` values: networks (`10.0.0.0/8`) or single
-    /// addresses (`127.0.0.1`). Fails on anything else, in Spanish.
-    pub fn new<I, S>(entries: I) -> Result<Self, String>
+    /// From `--trusted-proxy` values, as clap parsed them.
+    pub fn from_networks<I>(networks: I) -> Self
+    where
+        I: IntoIterator<Item = Network>,
+    {
+        Self {
+            networks: networks.into_iter().map(Network::get).collect(),
+        }
+    }
+
+    /// From networks written out (`10.0.0.0/8`) or single addresses
+    /// (`127.0.0.1`), as [`Network`] reads them. Fails on anything else,
+    /// saying why in Spanish.
+    pub fn new<I, S>(entries: I) -> Result<Self, InvalidValue>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut networks = Vec::new();
-        for entry in entries {
-            let entry = entry.as_ref().trim();
-            let network = match entry.parse::<IpNet>() {
-                Ok(network) => network,
-                Err(_) => match entry.parse::<IpAddr>() {
-                    Ok(address) => IpNet::from(address),
-                    Err(_) => {
-                        return Err(format!(
-                            "«{entry}» no es una red (p. ej. 10.0.0.0/8) ni una dirección IP"
-                        ))
-                    }
-                },
-            };
-            networks.push(network.trunc());
-        }
-        Ok(Self { networks })
+        let networks = entries
+            .into_iter()
+            .map(|entry| entry.as_ref().trim().parse::<Network>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_networks(networks))
     }
 
     /// Whether no proxy is trusted (the default).

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bridge::config::split_host_port;
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
-use bridge::origin::OriginPolicy;
+use bridge::origin::{AllowedOrigin, Origin, OriginPolicy};
 use bridge::session::SessionConfig;
 use bridge::{tls, Config};
 use clap::Parser;
+use console::args::{HostPort, Network, PositiveDuration, DURATION_FORMS};
 use console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use netkit::metrics::{self, Exporter};
 use netkit::proxy_protocol::TrustedProxies;
@@ -38,6 +38,7 @@ const EXIT_MARGIN: Duration = Duration::from_secs(1);
     version,
     help_template = HELP_TEMPLATE,
     override_usage = "bridge [OPCIONES]",
+    after_help = DURATION_FORMS,
     disable_help_flag = true,
     disable_version_flag = true
 )]
@@ -48,7 +49,7 @@ struct Args {
         value_name = "MÁQUINA:PUERTO",
         default_value = Config::LISTEN
     )]
-    listen: String,
+    listen: HostPort,
 
     /// Servidor TCP al que conecta cada sesión.
     #[arg(
@@ -56,7 +57,7 @@ struct Args {
         value_name = "MÁQUINA:PUERTO",
         default_value = SessionConfig::TARGET
     )]
-    target: String,
+    target: HostPort,
 
     /// Carpeta de la página construida (p. ej. dist); sin ella no se sirve
     /// ninguna página.
@@ -66,12 +67,12 @@ struct Args {
     /// Origen de páginas admitido además del propio (repetible; «*» admite
     /// cualquiera, con el riesgo que eso supone).
     #[arg(long = "allow-origin", value_name = "ORIGEN")]
-    allow_origins: Vec<String>,
+    allow_origins: Vec<AllowedOrigin>,
 
     /// Único sitio (un origen, p. ej. el aula virtual del curso) que puede
     /// mostrar la página dentro de un marco; sin él, ninguno.
     #[arg(long = "allow-frame-from", value_name = "ORIGEN")]
-    allow_frame_from: Option<String>,
+    allow_frame_from: Option<Origin>,
 
     /// Certificado PEM para servir https y wss (con --tls-key).
     #[arg(long, value_name = "FICHERO", requires = "tls_key")]
@@ -92,46 +93,46 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_message: u32,
 
-    /// Segundos para completar el saludo TLS y HTTP.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = Config::HANDSHAKE_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    handshake_timeout: u64,
+    /// Tiempo para completar el saludo TLS y HTTP.
+    #[arg(long, value_name = "DURACIÓN",
+          default_value_t = PositiveDuration::from_secs(Config::HANDSHAKE_TIMEOUT_SECS))]
+    handshake_timeout: PositiveDuration,
 
-    /// Segundos de silencio tras los que se hace ping al cliente; sin
+    /// Tiempo de silencio tras el que se hace ping al cliente; sin
     /// respuesta en otro tanto, se le da por perdido.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = SessionConfig::PING_INTERVAL_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    ping_interval: u64,
+    #[arg(long, value_name = "DURACIÓN",
+          default_value_t = PositiveDuration::from_secs(SessionConfig::PING_INTERVAL_SECS))]
+    ping_interval: PositiveDuration,
 
-    /// Segundos que, cerrado un lado, se sigue entregando lo que envía el
+    /// Tiempo que, cerrado un lado, se sigue entregando lo que envía el
     /// otro.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = SessionConfig::CLOSE_GRACE_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    close_grace: u64,
+    #[arg(long, value_name = "DURACIÓN",
+          default_value_t = PositiveDuration::from_secs(SessionConfig::CLOSE_GRACE_SECS))]
+    close_grace: PositiveDuration,
 
-    /// Segundos que puede esperar un envío a un cliente que no lee; pasado
+    /// Tiempo que puede esperar un envío a un cliente que no lee; pasado
     /// ese tiempo se le da por perdido.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = SessionConfig::WRITE_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    write_timeout: u64,
+    #[arg(long, value_name = "DURACIÓN",
+          default_value_t = PositiveDuration::from_secs(SessionConfig::WRITE_TIMEOUT_SECS))]
+    write_timeout: PositiveDuration,
 
-    /// Segundos de espera al conectar con el servidor.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = SessionConfig::CONNECT_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    connect_timeout: u64,
+    /// Tiempo de espera al conectar con el servidor.
+    #[arg(long, value_name = "DURACIÓN",
+          default_value_t = PositiveDuration::from_secs(SessionConfig::CONNECT_TIMEOUT_SECS))]
+    connect_timeout: PositiveDuration,
 
-    /// Segundos que, al detenerse, tienen las sesiones para cerrarse (con
+    /// Tiempo que, al detenerse, tienen las sesiones para cerrarse (con
     /// 1001) antes de cortarlas.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = Config::DRAIN_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    drain: u64,
+    #[arg(long, value_name = "DURACIÓN",
+          default_value_t = PositiveDuration::from_secs(Config::DRAIN_SECS))]
+    drain: PositiveDuration,
 
     /// Balanceador de confianza (red como 10.0.0.0/8, o una dirección;
     /// repetible): de sus conexiones se toma la cabecera PROXY si la hay, y
     /// X-Forwarded-For o Forwarded, para saber quién es el cliente. Por
     /// defecto, ninguno.
     #[arg(long = "trusted-proxy", value_name = "RED")]
-    trusted_proxies: Vec<String>,
+    trusted_proxies: Vec<Network>,
 
     /// Empieza cada conexión con el servidor con una cabecera PROXY v2 que
     /// dice quién es el cliente (el servidor debe confiar en el puente con
@@ -143,7 +144,7 @@ struct Args {
     /// un puerto aparte del del puente (p. ej. 127.0.0.1:9101; puerto 0
     /// elige uno libre); sin esta opción no se sirven.
     #[arg(long, value_name = "MÁQUINA:PUERTO")]
-    metrics: Option<String>,
+    metrics: Option<HostPort>,
 
     #[command(flatten)]
     flags: HelpFlags,
@@ -158,12 +159,11 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
     let listen = args.listen.clone();
-    let (host, port) = split_host_port(&listen)
-        .with_context(|| format!("--listen «{listen}» no es MÁQUINA:PUERTO"))?;
     let metrics_address = args.metrics.clone();
+    let drain_written = args.drain;
     let mut config = config_of(args)?;
     netkit::accept::raise_descriptor_limit();
-    let listener = listen::bind(host, port).await?;
+    let listener = listen::bind(listen.host(), listen.port()).await?;
     let scraped = match &metrics_address {
         Some(address) => Some((metrics::bind(address).await?, exporter()?)),
         None => None,
@@ -188,7 +188,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         signal = shutdown::signal() => {
             let signal = signal.context("no se pudo instalar el manejador de señales")?;
-            info!("{signal}: el puente cierra las sesiones con 1001 y se detiene (como mucho {} s)", drain.as_secs());
+            info!("{signal}: el puente cierra las sesiones con 1001 y se detiene (como mucho {drain_written})");
         }
         () = &mut serving => return Ok(()),
     }
@@ -205,7 +205,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// The bridge's configuration from the command line, checked.
 fn config_of(args: Args) -> anyhow::Result<Config> {
-    let origins = OriginPolicy::new(&args.allow_origins).map_err(anyhow::Error::msg)?;
+    let origins = OriginPolicy::from_allowed(args.allow_origins);
     if origins.allows_any() {
         warn!("--allow-origin '*': cualquier página web puede usar este puente");
     }
@@ -217,29 +217,19 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
             warn!("{} no tiene index.html", web.display());
         }
     }
-    let frame_from = match &args.allow_frame_from {
-        Some(origin) => Some(bridge::origin::normalize_origin(origin).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--allow-frame-from «{origin}» no es un origen (esquema://máquina[:puerto])"
-            )
-        })?),
-        None => None,
-    };
+    let frame_from = args.allow_frame_from.map(|origin| origin.to_string());
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    let trusted_proxies = TrustedProxies::new(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
-    if split_host_port(&args.target).is_none() {
-        bail!("--target «{}» no es MÁQUINA:PUERTO", args.target);
-    }
+    let trusted_proxies = TrustedProxies::from_networks(args.trusted_proxies);
     let max_message = args.max_message as usize;
     let session = SessionConfig {
-        target: args.target,
-        connect_timeout: Duration::from_secs(args.connect_timeout),
-        ping_interval: Duration::from_secs(args.ping_interval),
-        close_grace: Duration::from_secs(args.close_grace),
-        write_timeout: Duration::from_secs(args.write_timeout),
+        target: args.target.to_string(),
+        connect_timeout: args.connect_timeout.get(),
+        ping_interval: args.ping_interval.get(),
+        close_grace: args.close_grace.get(),
+        write_timeout: args.write_timeout.get(),
         read_size: SessionConfig::READ_SIZE,
         max_message,
         send_proxy: args.send_proxy,
@@ -251,8 +241,8 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         web: args.web,
         frame_from,
         tls,
-        handshake_timeout: Duration::from_secs(args.handshake_timeout),
-        drain: Duration::from_secs(args.drain),
+        handshake_timeout: args.handshake_timeout.get(),
+        drain: args.drain.get(),
         trusted_proxies,
         metrics: Arc::default(),
     })

@@ -223,7 +223,9 @@ impl Metrics {
     pub async fn serve_for(config: &mut Config) -> Metrics {
         let (exporter, metrics) = registry();
         config.metrics = metrics;
-        let listener = netkit::metrics::bind("127.0.0.1:0").await.unwrap();
+        let listener = netkit::metrics::bind(&"127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(netkit::metrics::serve(listener, Arc::clone(&exporter)));
         Metrics { addr, exporter }

@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use cliente::websocket_link;
 use cliente::ClientError;
+use console::args::{InvalidValue, PositiveDuration, DURATION_FORMS};
 use console::{exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use tokio::io::BufReader;
+use tokio_tungstenite::tungstenite::http::Uri;
 
 /// Cliente del Tema 12: envía cada línea escrita al servidor y muestra la
 /// respuesta en MAYÚSCULAS.
@@ -25,6 +26,7 @@ use tokio::io::BufReader;
     version,
     help_template = HELP_TEMPLATE,
     override_usage = "cliente [OPCIONES]",
+    after_help = DURATION_FORMS,
     disable_help_flag = true,
     disable_version_flag = true
 )]
@@ -47,7 +49,8 @@ struct Args {
 
     /// Conecta por WebSocket a través del puente en vez de por TCP, p. ej.
     /// ws://127.0.0.1:8080/ws (o wss://…).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"],
+          value_parser = websocket_url)]
     url: Option<String>,
 
     /// Certificado PEM en el que confiar además de los públicos, para wss://
@@ -57,13 +60,24 @@ struct Args {
     #[arg(long, value_name = "FICHERO", requires = "url")]
     ca_cert: Option<PathBuf>,
 
-    /// Segundos de espera para conectar y para cada respuesta.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    timeout: u64,
+    /// Tiempo de espera para conectar y para cada respuesta.
+    #[arg(long, value_name = "DURACIÓN", default_value_t = PositiveDuration::from_secs(30))]
+    timeout: PositiveDuration,
 
     #[command(flatten)]
     flags: HelpFlags,
+}
+
+/// `--url` as clap checks it: `ws://` or `wss://` and a host, so that a
+/// mistyped URL is a usage error (the connection still checks the rest).
+fn websocket_url(text: &str) -> Result<String, InvalidValue> {
+    let uri: Uri = text.parse().map_err(|_| InvalidValue::NotWebSocketUrl)?;
+    let scheme = uri.scheme_str();
+    let host = uri.host().filter(|host| !host.is_empty());
+    match (scheme, host) {
+        (Some("ws" | "wss"), Some(_)) => Ok(text.to_string()),
+        _ => Err(InvalidValue::NotWebSocketUrl),
+    }
 }
 
 fn main() -> ExitCode {
@@ -84,7 +98,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), ClientError> {
-    let patience = Duration::from_secs(args.timeout);
+    let patience = args.timeout.get();
     let input = BufReader::new(tokio::io::stdin());
     let output = tokio::io::stdout();
     match &args.url {

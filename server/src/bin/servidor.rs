@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use console::args::{HostPort, Network, PositiveDuration, DURATION_FORMS};
 use console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use netkit::metrics::{self, Exporter};
 use netkit::proxy_protocol::TrustedProxies;
@@ -28,6 +29,7 @@ const EXIT_DEADLINE: Duration = Duration::from_millis(900);
     version,
     help_template = HELP_TEMPLATE,
     override_usage = "servidor [OPCIONES]",
+    after_help = DURATION_FORMS,
     disable_help_flag = true,
     disable_version_flag = true
 )]
@@ -53,15 +55,15 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
-    /// Segundos sin recibir nada tras los que se cierra una conexión.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = Config::IDLE_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    idle_timeout: u64,
+    /// Tiempo sin recibir nada tras el que se cierra una conexión.
+    #[arg(long, value_name = "DURACIÓN",
+          default_value_t = PositiveDuration::from_secs(Config::IDLE_TIMEOUT_SECS))]
+    idle_timeout: PositiveDuration,
 
-    /// Segundos que puede esperar un envío a un cliente que no lee.
-    #[arg(long, value_name = "SEGUNDOS", default_value_t = Config::WRITE_TIMEOUT_SECS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    write_timeout: u64,
+    /// Tiempo que puede esperar un envío a un cliente que no lee.
+    #[arg(long, value_name = "DURACIÓN",
+          default_value_t = PositiveDuration::from_secs(Config::WRITE_TIMEOUT_SECS))]
+    write_timeout: PositiveDuration,
 
     /// Caracteres de cada mensaje que se muestran en el registro.
     #[arg(
@@ -75,13 +77,13 @@ struct Args {
     /// repetible): sus conexiones deben empezar con una cabecera PROXY (v1
     /// o v2) que dice quién es el cliente. Por defecto, ninguno.
     #[arg(long = "trusted-proxy", value_name = "RED")]
-    trusted_proxies: Vec<String>,
+    trusted_proxies: Vec<Network>,
 
     /// Sirve las métricas de Prometheus en http://MÁQUINA:PUERTO/metrics,
     /// un puerto aparte del de los clientes (p. ej. 127.0.0.1:9100; puerto 0
     /// elige uno libre); sin esta opción no se sirven.
     #[arg(long, value_name = "MÁQUINA:PUERTO")]
-    metrics: Option<String>,
+    metrics: Option<HostPort>,
 
     #[command(flatten)]
     flags: HelpFlags,
@@ -95,7 +97,7 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
-    let trusted_proxies = TrustedProxies::new(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
+    let trusted_proxies = TrustedProxies::from_networks(args.trusted_proxies);
     netkit::accept::raise_descriptor_limit();
     let listener = netkit::listen::bind(&args.host, args.port).await?;
     let local = listener
@@ -110,8 +112,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut config = Config {
         max_connections: args.max_connections as usize,
-        idle_timeout: Duration::from_secs(args.idle_timeout),
-        write_timeout: Duration::from_secs(args.write_timeout),
+        idle_timeout: args.idle_timeout.get(),
+        write_timeout: args.write_timeout.get(),
         log_preview: args.log_preview,
         trusted_proxies,
         ..Config::default()
