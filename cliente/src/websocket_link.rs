@@ -106,6 +106,7 @@ pub async fn connect_url(
         .uri()
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
+    let path = request.uri().path().to_string();
     let connector = Connector::Rustls(wss::client_config(ca_cert)?);
     let connecting = async {
         let socket = TcpStream::connect((host.as_str(), port))
@@ -128,6 +129,7 @@ pub async fn connect_url(
             Ok((ws, _response)) => Ok(WebSocketLink { ws }),
             Err(error) => Err(handshake_error(
                 url,
+                &path,
                 (&host, port),
                 ca_cert,
                 first_byte.get().copied(),
@@ -206,10 +208,11 @@ const TLS_ALERT: u8 = 0x15;
 /// A TLS handshake record's first byte (a server's hello).
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Why opening the session at `url` (whose host and port are given) failed,
-/// given the first byte the bridge sent, if any.
+/// Why opening the session at `url` (whose path, host and port are given)
+/// failed, given the first byte the bridge sent, if any.
 fn handshake_error(
     url: &str,
+    path: &str,
     (host, port): (&str, u16),
     ca_cert: Option<&Path>,
     first_byte: Option<u8>,
@@ -255,6 +258,11 @@ fn handshake_error(
                 source,
             },
         },
+        WsError::Http(response) if !path.ends_with("/ws") => ClientError::MissingWsPath {
+            url: url.to_string(),
+            status: response.status().as_u16(),
+            suggested: with_ws_path(url, path),
+        },
         WsError::Http(response) => ClientError::Refused {
             url: url.to_string(),
             status: response.status().as_u16(),
@@ -272,6 +280,24 @@ fn handshake_error(
     }
 }
 
+/// `url` with its `path` (the bridge's page, not its WebSocket) made to end
+/// in `/ws`: `wss://h:8443/` and `wss://h:8443` give `wss://h:8443/ws`,
+/// `wss://h/demo/` gives `wss://h/demo/ws` (a bridge behind a prefix), and
+/// a file's name is replaced (`ws://h/index.html` gives `ws://h/ws`).
+fn with_ws_path(url: &str, path: &str) -> String {
+    // The URL up to its path: scheme and authority (a query is dropped).
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let authority_end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |at| after_scheme + at);
+    let base = &url[..authority_end];
+    let directory = match path.rsplit_once('/') {
+        Some((directory, last)) if last.is_empty() || last.contains('.') => directory,
+        _ => path,
+    };
+    format!("{base}{}/ws", directory.trim_end_matches('/'))
+}
+
 /// rustls reports a failed handshake as an io error wrapping its own.
 fn tls_problem(error: &io::Error) -> Option<&rustls::Error> {
     error.get_ref()?.downcast_ref::<rustls::Error>()
@@ -286,5 +312,25 @@ fn session_error(error: WsError) -> ClientError {
             ClientError::ServerClosed
         }
         other => ClientError::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_without_ws_gets_it_added() {
+        let cases = [
+            ("wss://host:8443/", "/", "wss://host:8443/ws"),
+            ("wss://host:8443", "/", "wss://host:8443/ws"),
+            ("ws://host/demo/", "/demo/", "ws://host/demo/ws"),
+            ("ws://host/demo", "/demo", "ws://host/demo/ws"),
+            ("ws://host/index.html", "/index.html", "ws://host/ws"),
+            ("ws://[::1]:8080/?x=1", "/", "ws://[::1]:8080/ws"),
+        ];
+        for (url, path, suggested) in cases {
+            assert_eq!(with_ws_path(url, path), suggested, "{url}");
+        }
     }
 }
