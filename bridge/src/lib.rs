@@ -16,7 +16,9 @@
 //! - [`read_ahead`]: the client's connection, read in big chunks only while
 //!   a burst lasts;
 //! - [`metrics`]: what is counted for `--metrics`;
-//! - [`tls`]: https/wss from PEM files.
+//! - [`tls`]: https/wss from PEM files;
+//! - [`plain_http`]: `http://` to the TLS port, answered and logged with
+//!   the fix.
 
 pub mod config;
 pub mod forwarded;
@@ -24,6 +26,7 @@ pub mod framing;
 pub mod listener;
 pub mod metrics;
 pub mod origin;
+pub mod plain_http;
 pub mod read_ahead;
 pub mod routes;
 pub mod session;
