@@ -442,6 +442,13 @@ mod tests {
             }
         });
         assert_eq!(text, "depuración: [#7] detalle\n[#7] enviando: HOLA\n");
+        let alone = transcript("[conn{id=7}]=debug", || {
+            tracing::info!("fuera de toda conexión");
+            for id in [6_u64, 7] {
+                tracing::error_span!("conn", id).in_scope(|| tracing::debug!("detalle"));
+            }
+        });
+        assert_eq!(alone, "depuración: [#7] detalle\n");
     }
 
     #[test]
