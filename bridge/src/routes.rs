@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
-use tracing::{debug, error_span, info, warn};
+use tracing::{debug, info, info_span, warn};
 
 use console::describe_io;
 
@@ -222,7 +222,7 @@ fn spawn_session(
                 )
                 .await;
             }
-            Err(error) => error_span!("ws", id)
+            Err(error) => info_span!("ws", id)
                 .in_scope(|| debug!("la conexión no llegó a ser WebSocket: {error}")),
         }
         drop(permit);

@@ -41,7 +41,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error_span, info, Instrument};
+use tracing::{debug, info, info_span, Instrument};
 
 use netkit::proxy_protocol::{self, ClientAddress};
 
@@ -247,7 +247,7 @@ where
         .then(|| proxy_protocol::v2_header(client.client, local));
     // Every line of the session carries its id: the transcript writes it
     // as `[ws#7]` (see `console::transcript_subscriber`).
-    let span = error_span!("ws", id);
+    let span = info_span!("ws", id);
     async move {
         let _open = metrics.session_started();
         info!("sesión abierta desde {client} hacia {}", config.target);

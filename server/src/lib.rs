@@ -29,7 +29,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error_span, info, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use console::{describe_io, preview};
 use netkit::accept::Acceptor;
@@ -137,7 +137,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         };
         // Every line of the connection carries its id: the transcript
         // writes it as `[#7]` (see `console::transcript_subscriber`).
-        let span = error_span!("conn", id = next_id);
+        let span = info_span!("conn", id = next_id);
         next_id += 1;
         let permit = accepted.permit;
         connections.spawn(
