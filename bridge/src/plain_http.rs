@@ -1,8 +1,10 @@
-//! `http://` to the bridge's TLS port: a request that would otherwise end
-//! in a failed TLS handshake, unseen in the log and an empty answer in the
-//! browser. It is told apart by its first bytes, answered over plain HTTP
-//! (hyper's) with the address to use, and logged at `info` with the fix, at
-//! most once a minute per client address, in a table of bounded size.
+//! `http://` (or `ws://`) to the bridge's TLS port: a request that would
+//! otherwise end in a failed TLS handshake, unseen in the log and an empty
+//! answer in the browser. It is told apart by its first bytes, answered over
+//! plain HTTP (hyper's) with 426 and `Upgrade: TLS/1.2` (RFC 2817: switch
+//! to TLS; `cliente` reads it as "use wss://") and the address to use, and
+//! logged at `info` with the fix, at most once a minute per client address,
+//! in a table of bounded size.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -11,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::header::{CONNECTION, CONTENT_TYPE, HOST};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -81,9 +83,9 @@ impl Notices {
     }
 }
 
-/// Answers the plain-HTTP requests on `stream` (from `client`, reaching
-/// the bridge at `local`) with 400 and the https address to use, logging
-/// the first as [`Notices`] allows; within `handshake_timeout` per request.
+/// Answers the plain-HTTP request on `stream` (from `client`, reaching
+/// the bridge at `local`) with 426 and the https (or wss) address to use,
+/// logging it as [`Notices`] allows; within `handshake_timeout`.
 pub async fn answer(
     stream: TcpStream,
     client: SocketAddr,
@@ -97,18 +99,25 @@ pub async fn answer(
             .get(HOST)
             .and_then(|host| host.to_str().ok())
             .map_or_else(|| local.to_string(), str::to_string);
-        let https = format!("https://{host}{}", request.uri().path());
+        let websocket = request
+            .headers()
+            .get(UPGRADE)
+            .and_then(|upgrade| upgrade.to_str().ok())
+            .is_some_and(|upgrade| upgrade.eq_ignore_ascii_case("websocket"));
+        let scheme = if websocket { "wss" } else { "https" };
+        let fixed = format!("{scheme}://{host}{}", request.uri().path());
         if notices.should_log(client.ip(), Instant::now()) {
             info!(
                 "petición HTTP sin TLS desde {client} al puerto de HTTPS: \
-                 use {https} (en este puerto el puente solo habla TLS)"
+                 use {fixed} (en este puerto el puente solo habla TLS)"
             );
         }
-        let text = format!("este puerto habla HTTPS: use {https}\n");
+        let text = format!("este puerto habla HTTPS: use {fixed}\n");
         let response = Response::builder()
-            .status(StatusCode::BAD_REQUEST)
+            .status(StatusCode::UPGRADE_REQUIRED)
+            .header(UPGRADE, "TLS/1.2, HTTP/1.1")
+            .header(CONNECTION, "Upgrade, close")
             .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-            .header(CONNECTION, "close")
             .body(Body::from(text));
         async move { Ok::<_, Infallible>(response.unwrap_or_default()) }
     });

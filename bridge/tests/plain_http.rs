@@ -105,7 +105,11 @@ async fn plain_http_on_the_tls_port_is_answered_and_logged_once_per_client() {
         let stream = connect_from(from, address).await;
         froms.push(stream.local_addr().unwrap());
         let answer = get(stream, &host, "/ws").await;
-        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+        assert!(
+            answer.contains("\r\nupgrade: TLS/1.2, HTTP/1.1\r\n"),
+            "{answer}"
+        );
         assert!(
             answer.ends_with(&format!(
                 "\r\n\r\neste puerto habla HTTPS: use https://{host}/ws\n"
@@ -147,4 +151,25 @@ async fn tls_clients_are_served_as_before() {
     let answer = get(tls, "localhost", "/healthz").await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("no acepta conexiones"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_plain_websocket_upgrade_is_told_to_use_wss() {
+    let (address, _, _shutdown) = tls_bridge().await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n\
+                   Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    assert!(
+        answer.ends_with("este puerto habla HTTPS: use wss://localhost/ws\n"),
+        "{answer}"
+    );
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::http as tungstenite_http;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -236,6 +237,18 @@ fn handshake_error(
                 host: host.to_string(),
                 port,
             };
+        }
+    }
+    if let WsError::Http(response) = &error {
+        // 426 with `Upgrade: TLS/…` (RFC 2817): the bridge answers plain
+        // HTTP on its TLS port this way.
+        let upgrade = response.headers().get(tungstenite_http::header::UPGRADE);
+        let to_tls = upgrade
+            .and_then(|upgrade| upgrade.to_str().ok())
+            .is_some_and(|upgrade| upgrade.starts_with("TLS/"));
+        if !secure && response.status() == tungstenite_http::StatusCode::UPGRADE_REQUIRED && to_tls
+        {
+            return wrong_scheme(true, "ws://", "wss://");
         }
     }
     if secure && first_byte == Some(b'H') && matches!(error, WsError::Io(_)) {
