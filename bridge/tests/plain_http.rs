@@ -85,12 +85,20 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, host: &str, path:
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-#[tokio::test]
-async fn plain_http_on_the_tls_port_is_answered_and_logged_once_per_client() {
+/// Captures the bridge's `info` lines while the guard lives. Every test
+/// here captures: tracing caches per call site whether anyone listens, and
+/// tests that log with no subscriber of their own, in parallel threads, make
+/// that cache race with the capturing ones.
+fn capture() -> (Transcript, tracing::subscriber::DefaultGuard) {
     let transcript = Transcript::default();
     let writer = transcript.clone();
     let subscriber = console::transcript_subscriber("bridge=info", move || writer.clone());
-    let _logging = tracing::subscriber::set_default(subscriber);
+    (transcript, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_is_answered_and_logged_once_per_client() {
+    let (transcript, _logging) = capture();
     let (address, _, _shutdown) = tls_bridge().await;
     let host = format!("localhost:{}", address.port());
 
@@ -132,6 +140,7 @@ async fn plain_http_on_the_tls_port_is_answered_and_logged_once_per_client() {
 
 #[tokio::test]
 async fn tls_clients_are_served_as_before() {
+    let _logging = capture();
     let (address, cert, _shutdown) = tls_bridge().await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
@@ -155,6 +164,7 @@ async fn tls_clients_are_served_as_before() {
 
 #[tokio::test]
 async fn a_plain_websocket_upgrade_is_told_to_use_wss() {
+    let _logging = capture();
     let (address, _, _shutdown) = tls_bridge().await;
     let mut stream = TcpStream::connect(address).await.unwrap();
     let request = "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n\

@@ -41,7 +41,10 @@ impl io::Write for Transcript {
 
 impl Transcript {
     /// Captures what `filter` lets through while the guard lives (each
-    /// test's runtime has one thread, where every task logs).
+    /// test's runtime has one thread, where every task logs). Every test
+    /// here captures: tracing caches per call site whether anyone listens,
+    /// and tests logging with no subscriber of their own, in parallel
+    /// threads, make that cache race with the capturing ones.
     fn capture(filter: &str) -> (Self, tracing::subscriber::DefaultGuard) {
         let transcript = Self::default();
         let writer = transcript.clone();
@@ -116,6 +119,8 @@ async fn get(address: SocketAddr, path: &str) -> String {
 /// What a probe sends the target: accepts one connection on `target` and
 /// reads it to its end.
 async fn probed_with(send_proxy: bool) -> Vec<u8> {
+    // Captured though unread: see `Transcript::capture`.
+    let _logging = Transcript::capture("bridge=info");
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = bridge::Config::for_target(target.local_addr().unwrap().to_string());
     config.session.send_proxy = send_proxy;
