@@ -17,7 +17,9 @@
 //! - [`read_ahead`]: the client's connection, read in big chunks only while
 //!   a burst lasts;
 //! - [`metrics`]: what is counted for `--metrics`;
-//! - [`tls`]: https/wss from PEM files.
+//! - [`tls`]: https/wss from PEM files;
+//! - [`plain_http`]: `http://` to the TLS port, answered and logged with
+//!   the fix.
 
 pub mod config;
 pub mod forwarded;
@@ -26,6 +28,7 @@ pub mod listener;
 pub mod metrics;
 pub mod origin;
 pub mod page;
+pub mod plain_http;
 pub mod read_ahead;
 pub mod routes;
 pub mod session;

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +28,7 @@ use netkit::proxy_protocol::{client_address, Presence, TrustedProxies, HEADER_DE
 
 use crate::config::Config;
 use crate::metrics::{BridgeMetrics, Refusal};
+use crate::plain_http;
 use crate::routes::{router, App, ConnectionInfo};
 
 /// How long an in-flight HTTP exchange may take to finish at shutdown.
@@ -83,6 +84,7 @@ async fn serve_connections(
     let trusted = Arc::new(app.trusted_proxies.clone());
     let metrics = Arc::clone(&app.metrics);
     let routes = router(app);
+    let notices = Arc::new(plain_http::Notices::default());
     let connections = TaskTracker::new();
     while let Some(accepted) = acceptor.next(&stop).await {
         let routes = routes.clone();
@@ -90,6 +92,7 @@ async fn serve_connections(
         let stop = stop.clone();
         let trusted = Arc::clone(&trusted);
         let metrics = Arc::clone(&metrics);
+        let plain_notices = Arc::clone(&notices);
         connections.spawn(async move {
             let _permit = accepted.permit;
             let Some(info) = connection_info(
@@ -111,16 +114,28 @@ async fn serve_connections(
                 shutdown: stop,
                 metrics: &metrics,
             };
-            match tls {
-                None => http.serve(stream).await,
-                Some(tls) => match timeout(handshake_timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => http.serve(stream).await,
-                    Ok(Err(error)) => debug!("TLS fallido con {}: {error}", info.client),
-                    Err(_elapsed) => {
-                        metrics.refused(Refusal::HandshakeTimeout);
-                        debug!("TLS sin terminar a tiempo con {}", info.client);
-                    }
-                },
+            let Some(tls) = tls else {
+                return http.serve(stream).await;
+            };
+            let deadline = Instant::now() + handshake_timeout;
+            let plain = timeout_at(deadline, plain_http::is_plain_http(&stream)).await;
+            let handshake = match plain {
+                Ok(true) => {
+                    let (client, local) = (info.client.client, info.local);
+                    let notices = &plain_notices;
+                    return plain_http::answer(stream, client, local, notices, handshake_timeout)
+                        .await;
+                }
+                Ok(false) => timeout_at(deadline, tls.accept(stream)).await,
+                Err(elapsed) => Err(elapsed),
+            };
+            match handshake {
+                Ok(Ok(stream)) => http.serve(stream).await,
+                Ok(Err(error)) => debug!("TLS fallido con {}: {error}", info.client),
+                Err(_elapsed) => {
+                    metrics.refused(Refusal::HandshakeTimeout);
+                    debug!("TLS sin terminar a tiempo con {}", info.client);
+                }
             }
         });
     }

@@ -244,42 +244,42 @@ impl Drop for OpenSession {
 
 /// The `# HELP` of each metric.
 fn describe() {
-    describe_gauge!("bridge_sessions_open", "WebSocket sessions open now.");
+    describe_gauge!("bridge_sessions_open", "Sesiones WebSocket abiertas ahora.");
     describe_counter!(
         "bridge_sessions_started_total",
-        "WebSocket sessions started (the upgrade succeeded), whether or not the target could be reached."
+        "Sesiones WebSocket empezadas (el paso a WebSocket salió bien), se pudiera o no conectar con el destino."
     );
     describe_counter!(
         "bridge_sessions_ended_total",
-        "Sessions ended, by close code sent or echoed (none: no Close; other: a client's code outside RFC 6455's) and by the side whose doing ended them."
+        "Sesiones terminadas, por código de cierre enviado o devuelto (none: sin Close; other: un código del cliente fuera de los de RFC 6455) y por el lado que las terminó."
     );
     describe_counter!(
         "bridge_upgrades_refused_total",
-        "Upgrades to a session refused, by reason: origin (403), limit (503), stopping (503), handshake_timeout (dropped), bad_request (4xx)."
+        "Pasos a sesión rechazados, por motivo: origin (403), limit (503), stopping (503), handshake_timeout (cortado), bad_request (4xx)."
     );
     describe_counter!(
         "bridge_payload_bytes_total",
-        "Message payload bytes, by direction: to_target (client messages written to the target) and to_client."
+        "Bytes de carga de los mensajes, por sentido: to_target (mensajes del cliente escritos al destino) y to_client (hacia el cliente)."
     );
     describe_counter!(
         "bridge_messages_total",
-        "Data messages, by direction (to_target, to_client) and type (text, binary)."
+        "Mensajes de datos, por sentido (to_target, to_client) y tipo (text, binary)."
     );
     describe_counter!(
         "bridge_target_connect_failures_total",
-        "Sessions whose connection to the target failed, by reason: error (refused, unreachable…) or timeout."
+        "Sesiones cuya conexión con el destino falló, por motivo: error (rechazada, inalcanzable…) o timeout (sin respuesta a tiempo)."
     );
     describe_histogram!(
         CONNECT_SECONDS,
-        "Time to connect to the target, successful connections only."
+        "Tiempo en conectar con el destino, solo de las conexiones logradas."
     );
     describe_counter!(
         "bridge_clients_dropped_total",
-        "Clients dropped without a Close, by reason: ping_timeout (answered no ping) or write_timeout (took no message)."
+        "Clientes cortados sin Close, por motivo: ping_timeout (no contestó a los pings) o write_timeout (no aceptaba mensajes)."
     );
     describe_counter!(
         "bridge_static_files_served_total",
-        "Files of the page answered with success (2xx or 304)."
+        "Ficheros de la página servidos con éxito (2xx o 304)."
     );
 }
 

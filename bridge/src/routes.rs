@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -28,11 +29,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn};
 
 use console::describe_io;
 
-use netkit::proxy_protocol::{ClientAddress, TrustedProxies};
+use netkit::proxy_protocol::{self, ClientAddress, TrustedProxies};
 
 use crate::config::Config;
 use crate::forwarded;
@@ -254,7 +255,8 @@ fn spawn_session(
                 )
                 .await;
             }
-            Err(error) => debug!("[ws#{id}] la conexión no llegó a ser WebSocket: {error}"),
+            Err(error) => info_span!("ws", id)
+                .in_scope(|| debug!("la conexión no llegó a ser WebSocket: {error}")),
         }
         drop(permit);
     });
@@ -309,8 +311,8 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     }
     let target = &app.session.target;
     let within = app.session.connect_timeout;
-    match timeout(within, TcpStream::connect(target)).await {
-        Ok(Ok(_)) => plain(
+    match timeout(within, probe(target, app.session.send_proxy)).await {
+        Ok(Ok(())) => plain(
             StatusCode::OK,
             format!("ok: el servidor {target} acepta conexiones"),
         ),
@@ -329,6 +331,19 @@ async fn health(State(app): State<Arc<App>>) -> Response {
             ),
         ),
     }
+}
+
+/// Opens a connection to the target and closes it. With `--send-proxy` it
+/// first says, with a PROXY `LOCAL` header, that this is the bridge's own
+/// check and no client's: a target that requires the header (servidor
+/// behind `--trusted-proxy`, HAProxy's `accept-proxy`) takes it as a check
+/// rather than refusing it, and servidor keeps it out of its transcript.
+async fn probe(target: &str, send_proxy: bool) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(target).await?;
+    if send_proxy {
+        stream.write_all(&proxy_protocol::v2_local_header()).await?;
+    }
+    Ok(())
 }
 
 async fn no_page() -> Response {

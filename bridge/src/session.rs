@@ -49,7 +49,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, info_span, Instrument};
 
 use netkit::proxy_protocol::{self, ClientAddress};
 
@@ -203,22 +203,23 @@ where
     let announce = config
         .send_proxy
         .then(|| proxy_protocol::v2_header(client.client, local));
+    // Every line of the session carries its id: the transcript writes it
+    // as `[ws#7]` (see `console::transcript_subscriber`).
+    let span = info_span!("ws", id);
     async move {
         let _open = metrics.session_started();
-        info!(
-            "[ws#{id}] sesión abierta desde {client} hacia {}",
-            config.target
-        );
+        info!("sesión abierta desde {client} hacia {}", config.target);
         let traffic = Traffic::new(metrics);
         let halves = (to_client, from_client);
         let ending = bridge(halves, &config, announce, &traffic, &shutdown).await;
         metrics.session_ended(&ending);
         info!(
-            "[ws#{id}] sesión cerrada: {ending} ({} bytes hacia el servidor, {} hacia el cliente)",
+            "sesión cerrada: {ending} ({} bytes hacia el servidor, {} hacia el cliente)",
             traffic.up(),
             traffic.down()
         );
     }
+    .instrument(span)
 }
 
 async fn bridge<S>(

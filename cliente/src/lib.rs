@@ -77,6 +77,20 @@ pub enum ClientError {
         /// What the bridge said.
         body: String,
     },
+    /// The bridge answered over HTTP at a URL whose path is not the
+    /// WebSocket's (`wss://host:8443/`, where `/ws` is meant).
+    #[error(
+        "el puente contestó HTTP {status} en {url}, que no es la dirección del WebSocket: \
+         ¿falta /ws al final de la dirección? Pruebe {suggested}"
+    )]
+    MissingWsPath {
+        /// The URL as given.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The URL ending in `/ws`.
+        suggested: String,
+    },
     /// The WebSocket handshake failed (TLS, say).
     #[error("no se pudo abrir el WebSocket {url}: {reason}")]
     Handshake {

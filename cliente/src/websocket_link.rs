@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::http as tungstenite_http;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -106,6 +107,7 @@ pub async fn connect_url(
         .uri()
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
+    let path = request.uri().path().to_string();
     let connector = Connector::Rustls(wss::client_config(ca_cert)?);
     let connecting = async {
         let socket = TcpStream::connect((host.as_str(), port))
@@ -128,6 +130,7 @@ pub async fn connect_url(
             Ok((ws, _response)) => Ok(WebSocketLink { ws }),
             Err(error) => Err(handshake_error(
                 url,
+                &path,
                 (&host, port),
                 ca_cert,
                 first_byte.get().copied(),
@@ -206,10 +209,11 @@ const TLS_ALERT: u8 = 0x15;
 /// A TLS handshake record's first byte (a server's hello).
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Why opening the session at `url` (whose host and port are given) failed,
-/// given the first byte the bridge sent, if any.
+/// Why opening the session at `url` (whose path, host and port are given)
+/// failed, given the first byte the bridge sent, if any.
 fn handshake_error(
     url: &str,
+    path: &str,
     (host, port): (&str, u16),
     ca_cert: Option<&Path>,
     first_byte: Option<u8>,
@@ -235,6 +239,18 @@ fn handshake_error(
             };
         }
     }
+    if let WsError::Http(response) = &error {
+        // 426 with `Upgrade: TLS/…` (RFC 2817): the bridge answers plain
+        // HTTP on its TLS port this way.
+        let upgrade = response.headers().get(tungstenite_http::header::UPGRADE);
+        let to_tls = upgrade
+            .and_then(|upgrade| upgrade.to_str().ok())
+            .is_some_and(|upgrade| upgrade.starts_with("TLS/"));
+        if !secure && response.status() == tungstenite_http::StatusCode::UPGRADE_REQUIRED && to_tls
+        {
+            return wrong_scheme(true, "ws://", "wss://");
+        }
+    }
     if secure && first_byte == Some(b'H') && matches!(error, WsError::Io(_)) {
         // The answer to our TLS hello began like `HTTP/1.1 400`: the bridge
         // speaks plain HTTP, and no certificate was ever involved.
@@ -255,6 +271,11 @@ fn handshake_error(
                 source,
             },
         },
+        WsError::Http(response) if !path.ends_with("/ws") => ClientError::MissingWsPath {
+            url: url.to_string(),
+            status: response.status().as_u16(),
+            suggested: with_ws_path(url, path),
+        },
         WsError::Http(response) => ClientError::Refused {
             url: url.to_string(),
             status: response.status().as_u16(),
@@ -272,6 +293,24 @@ fn handshake_error(
     }
 }
 
+/// `url` with its `path` (the bridge's page, not its WebSocket) made to end
+/// in `/ws`: `wss://h:8443/` and `wss://h:8443` give `wss://h:8443/ws`,
+/// `wss://h/demo/` gives `wss://h/demo/ws` (a bridge behind a prefix), and
+/// a file's name is replaced (`ws://h/index.html` gives `ws://h/ws`).
+fn with_ws_path(url: &str, path: &str) -> String {
+    // The URL up to its path: scheme and authority (a query is dropped).
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let authority_end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |at| after_scheme + at);
+    let base = &url[..authority_end];
+    let directory = match path.rsplit_once('/') {
+        Some((directory, last)) if last.is_empty() || last.contains('.') => directory,
+        _ => path,
+    };
+    format!("{base}{}/ws", directory.trim_end_matches('/'))
+}
+
 /// rustls reports a failed handshake as an io error wrapping its own.
 fn tls_problem(error: &io::Error) -> Option<&rustls::Error> {
     error.get_ref()?.downcast_ref::<rustls::Error>()
@@ -286,5 +325,25 @@ fn session_error(error: WsError) -> ClientError {
             ClientError::ServerClosed
         }
         other => ClientError::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_without_ws_gets_it_added() {
+        let cases = [
+            ("wss://host:8443/", "/", "wss://host:8443/ws"),
+            ("wss://host:8443", "/", "wss://host:8443/ws"),
+            ("ws://host/demo/", "/demo/", "ws://host/demo/ws"),
+            ("ws://host/demo", "/demo", "ws://host/demo/ws"),
+            ("ws://host/index.html", "/index.html", "ws://host/ws"),
+            ("ws://[::1]:8080/?x=1", "/", "ws://[::1]:8080/ws"),
+        ];
+        for (url, path, suggested) in cases {
+            assert_eq!(with_ws_path(url, path), suggested, "{url}");
+        }
     }
 }

@@ -7,9 +7,12 @@ pub mod args;
 use std::fmt;
 use std::io;
 
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -141,16 +144,92 @@ fn reason(error: &clap::Error) -> String {
 /// `default` when it is unset or invalid. Informational lines read like the
 /// tutorial's `print`s; warnings and errors carry a prefix.
 pub fn init_logging(default: &str) {
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .event_format(TranscriptFormat)
-        .init();
+    transcript_subscriber(filter, io::stderr).init();
+}
+
+/// The subscriber [`init_logging`] installs, writing the events `filter`
+/// lets through to `writer`: for tests that read the transcript in-process.
+/// `filter` is an [`EnvFilter`] or its directives (`"info"`,
+/// `"warn,[conn{id=7}]=debug"`).
+pub fn transcript_subscriber<F, W>(filter: F, writer: W) -> impl Subscriber + Send + Sync + 'static
+where
+    F: Into<EnvFilter>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::registry()
+        .with(filter.into())
+        .with(SpanIds)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .event_format(TranscriptFormat),
+        )
+}
+
+/// The spans whose `id` the transcript writes before each line inside
+/// them, and how: servidor's connections (`info_span!("conn", id)`) show
+/// as `[#7]`, the bridge's sessions (`info_span!("ws", id)`) as `[ws#7]`.
+/// The id lives in the span, given once per connection, and
+/// `RUST_LOG='warn,[conn{id=7}]=debug'` picks one connection's lines.
+///
+/// At `info` level: under `RUST_LOG=warn` (benchmarks, `loadgen`) the spans
+/// are off and cost nothing as the tasks are polled; a warning then shows
+/// no id, as no other line names the connection at that level.
+const ID_SPANS: [(&str, &str); 2] = [("conn", "#"), ("ws", "ws#")];
+
+/// A connection's mark and id, kept in its span's extensions by [`SpanIds`]
+/// for [`TranscriptFormat`] to write.
+struct SpanId {
+    mark: &'static str,
+    id: u64,
+}
+
+/// Takes the `id` of each span named in [`ID_SPANS`] when the span is made,
+/// as a number: the fmt layer's own record of the fields is text, styled
+/// for a terminal.
+struct SpanIds;
+
+impl<S> Layer<S> for SpanIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let name = attrs.metadata().name();
+        let Some(&(_, mark)) = ID_SPANS.iter().find(|(known, _)| *known == name) else {
+            return;
+        };
+        let mut found = IdField(None);
+        attrs.record(&mut found);
+        if let (Some(id), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().insert(SpanId { mark, id });
+        }
+    }
+}
+
+/// Finds a field named `id` holding a whole number.
+struct IdField(Option<u64>);
+
+impl Visit for IdField {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "id" {
+            self.0 = Some(value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if field.name() == "id" {
+            self.0 = u64::try_from(value).ok();
+        }
+    }
+
+    fn record_debug(&mut self, _field: &Field, _value: &dyn fmt::Debug) {}
 }
 
 /// Formats an event as its message and fields, with no timestamp or target,
-/// so the server console shows the tutorial's transcript.
+/// so the server console shows the tutorial's transcript; inside a
+/// connection's span (see [`ID_SPANS`]) the line starts with its id.
 struct TranscriptFormat;
 
 impl<S, N> FormatEvent<S, N> for TranscriptFormat
@@ -171,6 +250,15 @@ where
             Level::DEBUG | Level::TRACE => "depuración: ",
         };
         write!(writer, "{prefix}")?;
+        for span in ctx
+            .event_scope()
+            .into_iter()
+            .flat_map(|scope| scope.from_root())
+        {
+            if let Some(SpanId { mark, id }) = span.extensions().get::<SpanId>() {
+                write!(writer, "[{mark}{id}] ")?;
+            }
+        }
         ctx.format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
@@ -316,6 +404,103 @@ mod tests {
         let long = "ñ".repeat(1000);
         let shown = preview(long.as_bytes(), 5).to_string();
         assert_eq!(shown, "ñññññ… (2000 bytes en total)");
+    }
+
+    /// Lines written through [`transcript_subscriber`], kept for a test.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// What `events` log under `filter`, as the transcript shows it.
+    fn transcript(filter: &str, events: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = transcript_subscriber(filter, move || writer.clone());
+        tracing::subscriber::with_default(subscriber, events);
+        captured.text()
+    }
+
+    #[test]
+    fn the_transcript_writes_a_connections_id_from_its_span() {
+        let text = transcript("info", || {
+            tracing::info!("servidor escuchando");
+            tracing::info_span!("conn", id = 7).in_scope(|| {
+                let client = "127.0.0.1:38328";
+                tracing::info!("Conexión desde: {client}");
+                tracing::warn!("Conexión rechazada desde {client}: falta la cabecera PROXY");
+                tracing::debug!("oculto");
+            });
+            tracing::info_span!("ws", id = 12).in_scope(|| {
+                tracing::info!("sesión abierta desde 127.0.0.1:1 hacia 127.0.0.1:5000");
+                tracing::error!("algo falló");
+            });
+            tracing::info_span!("other", id = 3).in_scope(|| tracing::info!("sin marca"));
+        });
+        assert_eq!(
+            text,
+            "servidor escuchando\n\
+             [#7] Conexión desde: 127.0.0.1:38328\n\
+             aviso: [#7] Conexión rechazada desde 127.0.0.1:38328: falta la cabecera PROXY\n\
+             [ws#12] sesión abierta desde 127.0.0.1:1 hacia 127.0.0.1:5000\n\
+             error: [ws#12] algo falló\n\
+             sin marca\n"
+        );
+    }
+
+    #[test]
+    fn under_warn_the_spans_are_off_and_warnings_have_no_id() {
+        let text = transcript("warn", || {
+            tracing::info_span!("conn", id = 3).in_scope(|| {
+                tracing::info!("oculto");
+                tracing::warn!("Conexión rechazada");
+            });
+        });
+        assert_eq!(text, "aviso: Conexión rechazada\n");
+    }
+
+    #[test]
+    fn one_connection_can_be_picked_by_its_span() {
+        let text = transcript("warn,[conn{id=7}]=debug", || {
+            for id in [6_u64, 7, 8] {
+                tracing::info_span!("conn", id).in_scope(|| {
+                    tracing::debug!("detalle");
+                    tracing::info!("enviando: HOLA");
+                });
+            }
+        });
+        assert_eq!(text, "depuración: [#7] detalle\n[#7] enviando: HOLA\n");
+        let alone = transcript("[conn{id=7}]=debug", || {
+            tracing::info!("fuera de toda conexión");
+            for id in [6_u64, 7] {
+                tracing::info_span!("conn", id).in_scope(|| tracing::debug!("detalle"));
+            }
+        });
+        assert_eq!(alone, "depuración: [#7] detalle\n");
+    }
+
+    #[test]
+    fn a_field_named_like_the_id_in_an_event_is_not_taken_for_it() {
+        let text = transcript("info", || {
+            tracing::info_span!("conn", id = 5).in_scope(|| {
+                tracing::info!(id = 9, "hola");
+            });
+        });
+        assert!(text.starts_with("[#5] hola "), "{text:?}");
     }
 
     #[test]

@@ -111,10 +111,13 @@ impl Exporter {
         exporter.register(|| {
             ::metrics::describe_gauge!(
                 name.clone(),
-                "Always 1; the version label tells which build is running."
+                "Siempre 1; la etiqueta version dice qué versión está en marcha."
             );
             ::metrics::gauge!(name, "version" => version.to_string()).set(1.0);
-            exporter.process.describe();
+            // In place of the crate's own `describe`, which is in English.
+            // A metric it adds in a new version would have no `# HELP`,
+            // which the tests' `promtool check metrics` reports.
+            describe_process_metrics();
         });
         Ok(exporter)
     }
@@ -133,6 +136,52 @@ impl Exporter {
         self.register(|| self.process.collect());
         self.handle.render()
     }
+}
+
+/// The `# HELP` of the process metrics (`metrics-process`'s names, which
+/// have no prefix here), in Spanish.
+fn describe_process_metrics() {
+    use ::metrics::{describe_counter, describe_gauge, Unit};
+    describe_counter!(
+        "process_cpu_seconds_total",
+        Unit::Seconds,
+        "Tiempo de CPU gastado, de usuario y de sistema, en segundos."
+    );
+    describe_gauge!(
+        "process_open_fds",
+        Unit::Count,
+        "Descriptores de fichero abiertos."
+    );
+    describe_gauge!(
+        "process_max_fds",
+        Unit::Count,
+        "Descriptores de fichero abiertos como máximo (ulimit -n)."
+    );
+    describe_gauge!(
+        "process_virtual_memory_bytes",
+        Unit::Bytes,
+        "Memoria virtual, en bytes."
+    );
+    describe_gauge!(
+        "process_virtual_memory_max_bytes",
+        Unit::Bytes,
+        "Memoria virtual disponible como máximo, en bytes."
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Memoria residente, en bytes."
+    );
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Momento en que arrancó el proceso, en segundos desde 1970 (época Unix)."
+    );
+    describe_gauge!(
+        "process_threads",
+        Unit::Count,
+        "Hilos del sistema operativo en el proceso."
+    );
 }
 
 /// Handles that count nothing, for a program run without `--metrics`:
@@ -297,5 +346,38 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+    }
+
+    /// Every `# HELP` the exporter itself writes is in Spanish, the
+    /// process metrics' too (their crate describes them in English).
+    #[test]
+    fn help_texts_are_in_spanish() {
+        let exporter = Exporter::new("prueba", "1.2.3", &[]).expect("an exporter");
+        let text = exporter.render();
+        let helps: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("# HELP "))
+            .collect();
+        for (name, help) in [
+            ("prueba_build_info", "Siempre 1; la etiqueta version"),
+            ("process_cpu_seconds_total", "Tiempo de CPU gastado"),
+            (
+                "process_resident_memory_bytes",
+                "Memoria residente, en bytes.",
+            ),
+            ("process_threads", "Hilos del sistema operativo"),
+        ] {
+            let line = format!("# HELP {name} {help}");
+            assert!(helps.iter().any(|h| h.starts_with(&line)), "{text}");
+        }
+        for english in [
+            "Total user",
+            "Number of",
+            "Maximum",
+            "size in bytes",
+            "Always",
+        ] {
+            assert!(!text.contains(english), "{english}: {text}");
+        }
     }
 }

@@ -313,6 +313,18 @@ pub fn v2_header(client: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     builder.build().unwrap_or_default()
 }
 
+/// A PROXY v2 `LOCAL` header: the connection is the proxy's own, such as a
+/// health check, and announces no client (for `bridge --send-proxy`'s
+/// `/healthz`, so that a target requiring the header takes the check).
+pub fn v2_local_header() -> Vec<u8> {
+    let builder = v2::Builder::new(
+        v2::Version::Two | v2::Command::Local,
+        v2::AddressFamily::Unspecified | v2::Protocol::Unspecified,
+    );
+    // As in `v2_header`: building into a Vec cannot fail.
+    builder.build().unwrap_or_default()
+}
+
 fn as_v6(address: SocketAddr) -> SocketAddr {
     match address {
         SocketAddr::V4(v4) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
@@ -398,6 +410,7 @@ mod tests {
         .build()
         .unwrap();
         assert!(matches!(header_of(&local).unwrap(), Seen::Header(16, None)));
+        assert_eq!(v2_local_header(), local);
 
         let with_tlv = v2::Builder::with_addresses(
             v2::Version::Two | v2::Command::Proxy,

@@ -29,11 +29,13 @@ use tokio::time::{sleep_until, timeout, timeout_at, Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use console::{describe_io, preview};
 use netkit::accept::Acceptor;
-use netkit::proxy_protocol::{client_address, Presence, TrustedProxies, HEADER_DEADLINE};
+use netkit::proxy_protocol::{
+    client_address, ClientAddress, Presence, TrustedProxies, HEADER_DEADLINE,
+};
 use upcase::Upcase;
 
 use self::metrics::OpenConnection;
@@ -61,6 +63,13 @@ pub struct Config {
     pub read_size: usize,
     /// Characters of each message shown in the log.
     pub log_preview: usize,
+    /// A connection is announced in the log («Conexión desde: …») at its
+    /// first byte, or once it has stayed open this long. One that closes
+    /// sooner having sent nothing is a health check (HAProxy's, or a
+    /// bridge's `/healthz`): it is logged at `debug` only, so that checks
+    /// every second do not flood the transcript. Zero announces every
+    /// connection at once.
+    pub announce_after: Duration,
     /// Load balancers whose PROXY header (required from them) names the
     /// real client.
     pub trusted_proxies: TrustedProxies,
@@ -94,6 +103,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_millis(500),
             read_size: 64 * 1024,
             log_preview: Self::LOG_PREVIEW,
+            announce_after: Duration::from_millis(200),
             trusted_proxies: TrustedProxies::default(),
             proxy_header_deadline: HEADER_DEADLINE,
             metrics: ServerMetrics::default(),
@@ -122,8 +132,9 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         metrics.accepted.increment(1);
         let open = OpenConnection::new(&metrics.open);
         let connection = Connection {
-            id: next_id,
             peer: accepted.peer,
+            client: ClientAddress::direct(accepted.peer),
+            announced: false,
             stream: accepted.stream,
             config: Arc::clone(&config),
             // Its own node: waiting on it, as every read does, takes no
@@ -132,13 +143,19 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
             stop: Arc::clone(&stop),
             traffic: Traffic::default(),
         };
+        // Every line of the connection carries its id: the transcript
+        // writes it as `[#7]` (see `console::transcript_subscriber`).
+        let span = info_span!("conn", id = next_id);
         next_id += 1;
         let permit = accepted.permit;
-        connections.spawn(async move {
-            connection.run().await;
-            drop(open);
-            drop(permit);
-        });
+        connections.spawn(
+            async move {
+                connection.run().await;
+                drop(open);
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 
     // Unless a connection saw the stop first and fixed it already.
@@ -235,10 +252,14 @@ impl fmt::Display for Ending {
     }
 }
 
-/// One client, served by its own task.
+/// One client, served by its own task, inside its `conn` span.
 struct Connection {
-    id: u64,
     peer: SocketAddr,
+    /// Who the connection is for: `peer`, or the client its PROXY header
+    /// announced.
+    client: ClientAddress,
+    /// Whether «Conexión desde» was logged (see [`Config::announce_after`]).
+    announced: bool,
     stream: TcpStream,
     config: Arc<Config>,
     shutdown: CancellationToken,
@@ -263,29 +284,42 @@ impl Connection {
             biased;
             header = header => header,
             () = self.shutdown.cancelled() => {
-                debug!("[#{}] el servidor se detiene antes de la cabecera PROXY", self.id);
+                debug!("el servidor se detiene antes de la cabecera PROXY");
                 return;
             }
         } {
             Ok(client) => client,
             Err(refused) => {
-                warn!(
-                    "[#{}] Conexión rechazada desde {}: {refused}",
-                    self.id, self.peer
-                );
+                warn!("Conexión rechazada desde {}: {refused}", self.peer);
                 return;
             }
         };
-        info!("[#{}] Conexión desde: {client}", self.id);
+        self.client = client;
+        if self.config.announce_after.is_zero() {
+            self.announce();
+        }
         // Answers are written as soon as they are ready; Nagle would hold a
         // small one back while an earlier segment awaits its ACK.
         let _ = self.stream.set_nodelay(true);
         let ending = self.converse().await;
         self.config.metrics.ended(&ending);
-        info!(
-            "[#{}] Conexión cerrada: {} ({} bytes recibidos, {} enviados)",
-            self.id, ending, self.traffic.received, self.traffic.sent
-        );
+        if self.announced {
+            info!(
+                "Conexión cerrada: {} ({} bytes recibidos, {} enviados)",
+                ending, self.traffic.received, self.traffic.sent
+            );
+        } else {
+            debug!("Conexión desde {} cerrada sin datos: {ending}", self.client);
+        }
+    }
+
+    /// Logs the connection's opening, once: at its first byte, or when
+    /// [`Config::announce_after`] has passed.
+    fn announce(&mut self) {
+        if !self.announced {
+            self.announced = true;
+            info!("Conexión desde: {}", self.client);
+        }
     }
 
     /// Reads, transforms and answers until the client or the server ends
@@ -300,7 +334,9 @@ impl Connection {
         // removed again under a lock. The alarm moves only when it goes off.
         let stopping = self.shutdown.clone().cancelled_owned();
         let mut last_read = Instant::now();
-        let alarm = sleep_until(last_read + self.config.idle_timeout);
+        // First the announcement, then the idle timeout, on one timer.
+        let first_alarm = self.config.announce_after.min(self.config.idle_timeout);
+        let alarm = sleep_until(last_read + first_alarm);
         tokio::pin!(stopping, alarm);
         loop {
             // A client that keeps sending is never waited for, so the stop
@@ -378,17 +414,13 @@ impl Connection {
             if invalid > 0 {
                 metrics.invalid_utf8.increment(invalid);
             }
+            self.announce();
             info!(
-                "[#{}] desde el usuario conectado: {}",
-                self.id,
+                "desde el usuario conectado: {}",
                 preview(input, self.config.log_preview)
             );
             if !output.is_empty() {
-                info!(
-                    "[#{}] enviando: {}",
-                    self.id,
-                    preview(output, self.config.log_preview)
-                );
+                info!("enviando: {}", preview(output, self.config.log_preview));
             }
             Poll::Ready(Ok(read))
         })
@@ -408,6 +440,8 @@ impl Connection {
                 () = &mut stopping => return Err(Ending::Shutdown),
                 ready = self.stream.readable() => return ready.map_err(Ending::Failed),
                 () = &mut alarm => {
+                    // Still open and silent: a person, not a health check.
+                    self.announce();
                     let due = last_read + self.config.idle_timeout;
                     if due <= Instant::now() {
                         return Err(Ending::IdleTimeout(self.config.idle_timeout));

@@ -28,40 +28,43 @@ impl ServerMetrics {
     pub fn register() -> Self {
         describe_gauge!(
             "servidor_connections_open",
-            "Client connections being served now."
+            "Conexiones de clientes atendidas ahora."
         );
         describe_counter!(
             "servidor_connections_accepted_total",
-            "Client connections accepted."
+            "Conexiones de clientes aceptadas."
         );
         describe_counter!(
             "servidor_connections_ended_total",
-            "Client connections ended, by cause: client_closed, idle_timeout, write_timeout, failed (reset or another error), shutdown."
+            "Conexiones de clientes terminadas, por causa: client_closed (el cliente cerró), idle_timeout (sin actividad), write_timeout (el cliente no leía las respuestas), failed (reinicio u otro error), shutdown (el servidor se detenía)."
         );
         describe_counter!(
             "servidor_received_bytes_total",
-            "Bytes received from clients."
+            "Bytes recibidos de los clientes."
         );
-        describe_counter!("servidor_sent_bytes_total", "Bytes sent to clients.");
+        describe_counter!(
+            "servidor_sent_bytes_total",
+            "Bytes enviados a los clientes."
+        );
         describe_counter!(
             "servidor_invalid_utf8_bytes_total",
-            "Bytes received that were not valid UTF-8 and were passed through unchanged."
+            "Bytes recibidos que no eran UTF-8 válido y se devolvieron sin cambios."
         );
         describe_counter!(
             "servidor_accept_errors_total",
-            "Failed accept calls (each is retried after a pause)."
+            "Llamadas a accept fallidas (cada una se reintenta tras una pausa)."
         );
         describe_gauge!(
             "servidor_connections_max",
-            "Client connections served at once at most (--max-connections)."
+            "Conexiones de clientes atendidas a la vez como máximo (--max-connections)."
         );
         describe_gauge!(
             "servidor_connection_limit_waiting",
-            "1 while every connection place is taken and new clients wait in the listen backlog, else 0."
+            "1 mientras todas las plazas de conexión están ocupadas y los clientes nuevos esperan en la cola de escucha; si no, 0."
         );
         describe_counter!(
             "servidor_connection_limit_reached_total",
-            "Times every connection place was found taken (new clients then wait in the listen backlog)."
+            "Veces que todas las plazas de conexión estaban ocupadas (los clientes nuevos esperan entonces en la cola de escucha)."
         );
         Self {
             open: gauge!("servidor_connections_open"),
