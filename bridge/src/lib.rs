@@ -9,7 +9,8 @@
 //!   drain at shutdown;
 //! - [`routes`]: `/ws`, `/healthz` and the page's files;
 //! - [`origin`]: which pages may connect;
-//! - [`forwarded`]: the client's address from a trusted proxy's headers;
+//! - [`forwarded`]: the client's address, and the scheme and host the
+//!   browser used, from a trusted proxy's headers;
 //! - [`session`]: one WebSocket ⇄ one TCP connection to the fixed target,
 //!   and how it ends;
 //! - [`framing`]: target bytes → WebSocket messages, whole characters only;

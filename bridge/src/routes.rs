@@ -156,8 +156,16 @@ async fn upgrade(
     let headers = request.headers();
     let client = forwarded::client_address(connection.client, headers, &app.trusted_proxies);
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
-    let verdict = app.origins.check(origin, host, connection.tls);
+    // Behind a trusted proxy that ended TLS, the page's origin is the one
+    // the browser used, not the one the proxy spoke to us with.
+    let site = forwarded::site(connection.client, headers, &app.trusted_proxies);
+    let host = site
+        .host
+        .as_deref()
+        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()));
+    let verdict = app
+        .origins
+        .check(origin, host, site.https.unwrap_or(connection.tls));
     if !verdict.accepted() {
         app.metrics.refused(Refusal::Origin);
         let origin = origin.unwrap_or_default();
