@@ -17,8 +17,10 @@
 //! - [`read_ahead`]: the client's connection, read in big chunks only while
 //!   a burst lasts;
 //! - [`metrics`]: what is counted for `--metrics`;
-//! - [`tls`]: https/wss from PEM files.
+//! - [`tls`]: https/wss from PEM files, and a renewed pair taken live;
+//! - [`cert_store`]: the certificate served, swappable while serving.
 
+pub mod cert_store;
 pub mod config;
 pub mod forwarded;
 pub mod framing;

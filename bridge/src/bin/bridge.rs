@@ -11,7 +11,8 @@ use bridge::config::{split_host_port, websocket_config};
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
 use bridge::origin::OriginPolicy;
 use bridge::session::SessionConfig;
-use bridge::{tls, Config};
+use bridge::tls::reload::{ReloadTrigger, WatchedPair};
+use bridge::Config;
 use clap::Parser;
 use console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
 use netkit::metrics::{self, Exporter};
@@ -75,6 +76,13 @@ struct Args {
     /// Clave privada PEM del certificado (con --tls-cert).
     #[arg(long, value_name = "FICHERO", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// Cada cuántos segundos se mira si --tls-cert y --tls-key han
+    /// cambiado (también con SIGHUP): un par renovado y válido se usa sin
+    /// reiniciar ni cortar sesiones.
+    #[arg(long, value_name = "SEGUNDOS", default_value_t = WatchedPair::CHECK_INTERVAL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..), requires = "tls_cert")]
+    tls_check_interval: u64,
 
     /// Sesiones abiertas a la vez; más allá, HTTP 503.
     #[arg(long, value_name = "N", default_value_t = Config::MAX_SESSIONS as u32,
@@ -156,7 +164,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (host, port) = split_host_port(&listen)
         .with_context(|| format!("--listen «{listen}» no es MÁQUINA:PUERTO"))?;
     let metrics_address = args.metrics.clone();
+    let certificates = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(WatchedPair::load(
+            cert,
+            key,
+            Duration::from_secs(args.tls_check_interval),
+        )?),
+        _ => None,
+    };
     let mut config = config_of(args)?;
+    config.tls = certificates
+        .as_ref()
+        .map(WatchedPair::acceptor)
+        .transpose()?;
     netkit::accept::raise_descriptor_limit();
     let listener = listen::bind(host, port).await?;
     let scraped = match &metrics_address {
@@ -166,6 +186,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((_, exporter)) = &scraped {
         config.metrics = Arc::new(exporter.register(BridgeMetrics::register));
     }
+    // Before the first line, which tells harnesses the bridge is up.
+    reload_on_sighup(certificates.as_ref().map(WatchedPair::trigger))?;
     // The first line names the bridge's address (harnesses read it).
     announce_addresses(&listener, &config)?;
     if let Some((metrics_listener, exporter)) = scraped {
@@ -177,6 +199,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let stop = CancellationToken::new();
+    if let Some(certificates) = certificates {
+        tokio::spawn(certificates.watch(Arc::clone(&config.metrics), stop.clone()));
+    }
     let drain = config.drain;
     let serving = bridge::serve(listener, config, stop.clone());
     tokio::pin!(serving);
@@ -212,10 +237,6 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
             warn!("{} no tiene index.html", web.display());
         }
     }
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        _ => None,
-    };
     let trusted_proxies = TrustedProxies::new(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
     if split_host_port(&args.target).is_none() {
         bail!("--target «{}» no es MÁQUINA:PUERTO", args.target);
@@ -237,12 +258,40 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         max_sessions: args.max_sessions as usize,
         websocket: websocket_config(max_message),
         web: args.web,
-        tls,
+        // From the watched --tls-cert/--tls-key files, in run().
+        tls: None,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         drain: Duration::from_secs(args.drain),
         trusted_proxies,
         metrics: Arc::default(),
     })
+}
+
+/// SIGHUP, which operators send to reload daemons, reads the certificate
+/// files again (with `trigger`) instead of stopping the bridge.
+fn reload_on_sighup(trigger: Option<ReloadTrigger>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups =
+            signal(SignalKind::hangup()).context("no se pudo instalar el manejador de SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match &trigger {
+                    Some(trigger) => {
+                        info!("SIGHUP: se vuelven a leer el certificado y la clave");
+                        trigger.reload();
+                    }
+                    None => {
+                        info!("SIGHUP: sin --tls-cert no hay nada que recargar; el puente sigue")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(trigger);
+    Ok(())
 }
 
 /// The registry of the bridge's metrics, with its build info.
