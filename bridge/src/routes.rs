@@ -169,7 +169,16 @@ async fn upgrade(
     if !verdict.accepted() {
         app.metrics.refused(Refusal::Origin);
         let origin = origin.unwrap_or_default();
-        info!("origen rechazado: {origin} (desde {client}); admítalo con --allow-origin");
+        if origin.starts_with("https://") && !connection.tls && site.https.is_none() {
+            // The usual mistake behind nginx or HAProxy: TLS ends there and
+            // nobody told the bridge.
+            info!(
+                "origen rechazado: {origin} (desde {client}); si un proxy termina TLS delante del puente, \
+                 que envíe X-Forwarded-Proto y confíe en él con --trusted-proxy (vea deploy/*-tls*)"
+            );
+        } else {
+            info!("origen rechazado: {origin} (desde {client}); admítalo con --allow-origin");
+        }
         return plain(
             StatusCode::FORBIDDEN,
             format!("origen no permitido: {origin}; el puente solo admite sus propias páginas y las de --allow-origin"),

@@ -3,7 +3,8 @@
 //! used https, so the page's own origin `https://name` is let in, from a
 //! trusted proxy only. The bridge runs in this process (`bridge::serve` on
 //! a port of its own); the "proxy" is a client bound to 127.0.0.1 (trusted)
-//! and the stranger one bound to 127.0.0.2 (not trusted).
+//! and the stranger one bound to 127.0.0.2 (not trusted). The binary runs
+//! only for its log: the hint when an https page meets a plain bridge.
 
 use std::net::SocketAddr;
 
@@ -191,4 +192,26 @@ async fn forged_forwarding_headers_from_an_untrusted_peer_change_nothing() {
     .await
     .expect("the plain page is the bridge's own");
     answers_hola(ws).await;
+}
+
+#[tokio::test]
+async fn an_https_page_refused_by_a_plain_bridge_gets_a_hint_in_the_log() {
+    // The mistake the hint is for: TLS ended in front, and no proxy said
+    // so. The log line belongs to the process, so the binary runs here.
+    let target = servidor_in_process().await;
+    let bridge = testkit::bridge_at(env!("CARGO_BIN_EXE_bridge"), target, &[]).await;
+    let page = format!("https://{}", bridge.addr);
+    let refused = testkit::websocket_from(bridge.addr, Some(&page)).await;
+    assert!(
+        matches!(&refused, Err(WsError::Http(response)) if response.status() == 403),
+        "{refused:?}"
+    );
+    bridge
+        .wait_for_log(&format!("origen rechazado: {page} (desde 127.0.0.1:"))
+        .await;
+    bridge
+        .wait_for_log(
+            "si un proxy termina TLS delante del puente, que envíe X-Forwarded-Proto y confíe en él con --trusted-proxy",
+        )
+        .await;
 }
