@@ -10,17 +10,20 @@
 //! - [`routes`]: `/ws`, `/healthz` and the page's files;
 //! - [`page`]: the headers every answer carries (CSP, caching, HSTS);
 //! - [`origin`]: which pages may connect;
-//! - [`forwarded`]: the client's address from a trusted proxy's headers;
+//! - [`forwarded`]: the client's address, and the scheme and host the
+//!   browser used, from a trusted proxy's headers;
 //! - [`session`]: one WebSocket ⇄ one TCP connection to the fixed target,
 //!   and how it ends;
 //! - [`framing`]: target bytes → WebSocket messages, whole characters only;
 //! - [`read_ahead`]: the client's connection, read in big chunks only while
 //!   a burst lasts;
 //! - [`metrics`]: what is counted for `--metrics`;
-//! - [`tls`]: https/wss from PEM files;
+//! - [`tls`]: https/wss from PEM files, and a renewed pair taken live;
+//! - [`cert_store`]: the certificate served, swappable while serving;
 //! - [`plain_http`]: `http://` to the TLS port, answered and logged with
 //!   the fix.
 
+pub mod cert_store;
 pub mod config;
 pub mod forwarded;
 pub mod framing;

@@ -128,6 +128,8 @@ pub struct BridgeMetrics {
     /// By the ping timeout, by the write timeout.
     dropped: [Counter; 2],
     static_files: Counter,
+    /// A renewed certificate pair taken, or refused (the old one kept).
+    tls_reloads: [Counter; 2],
 }
 
 impl BridgeMetrics {
@@ -167,6 +169,8 @@ impl BridgeMetrics {
             dropped: ["ping_timeout", "write_timeout"]
                 .map(|reason| counter!("bridge_clients_dropped_total", "reason" => reason)),
             static_files: counter!("bridge_static_files_served_total"),
+            tls_reloads: ["loaded", "rejected"]
+                .map(|result| counter!("bridge_tls_certificate_reloads_total", "result" => result)),
         }
     }
 
@@ -222,6 +226,12 @@ impl BridgeMetrics {
     /// Counts a file of the page served.
     pub fn static_file_served(&self) {
         self.static_files.increment(1);
+    }
+
+    /// Counts a changed certificate pair: `loaded` if it is served from now
+    /// on, otherwise rejected (the old pair is kept).
+    pub fn tls_certificate_reloaded(&self, loaded: bool) {
+        self.tls_reloads[usize::from(!loaded)].increment(1);
     }
 }
 
@@ -280,6 +290,10 @@ fn describe() {
     describe_counter!(
         "bridge_static_files_served_total",
         "Ficheros de la página servidos con éxito (2xx o 304)."
+    );
+    describe_counter!(
+        "bridge_tls_certificate_reloads_total",
+        "Changed --tls-cert/--tls-key pairs, by result: loaded (served to new handshakes) or rejected (unreadable, or the key is not the certificate's: the old pair is kept)."
     );
 }
 

@@ -146,9 +146,12 @@ impl OriginPolicy {
         self.any
     }
 
-    /// Decides on a request with these `Origin` and `Host` headers, arriving
-    /// over TLS or not.
-    pub fn check(&self, origin: Option<&str>, host: Option<&str>, tls: bool) -> Verdict {
+    /// Decides on a request with this `Origin` header, for a bridge whose
+    /// own origin is `https://host` if `https`, else `http://host`. `host`
+    /// and `https` are the request's `Host` and whether it came over TLS,
+    /// unless a trusted proxy said what the browser used (see
+    /// [`crate::forwarded::site`]).
+    pub fn check(&self, origin: Option<&str>, host: Option<&str>, https: bool) -> Verdict {
         let Some(origin) = origin else {
             return Verdict::NoOrigin;
         };
@@ -159,7 +162,7 @@ impl OriginPolicy {
                 Verdict::Refused
             };
         };
-        let scheme = if tls { "https" } else { "http" };
+        let scheme = if https { "https" } else { "http" };
         let own = host.and_then(|host| format!("{scheme}://{host}").parse::<Origin>().ok());
         if own.as_ref() == Some(&origin) {
             return Verdict::SameOrigin;
@@ -192,6 +195,19 @@ mod tests {
         assert_eq!(verdict, Verdict::SameOrigin);
         let verdict = policy.check(Some("https://Demo.Example"), Some("demo.example:443"), true);
         assert_eq!(verdict, Verdict::SameOrigin);
+    }
+
+    #[test]
+    fn the_scheme_decides_the_own_origin_whatever_the_connection() {
+        // TLS ended at a proxy: the bridge speaks plain HTTP, the page was
+        // https. Only with https (a trusted proxy's word) is it its own.
+        let policy = OriginPolicy::default();
+        let page = Some("https://demo.example.org");
+        let host = Some("demo.example.org");
+        assert_eq!(policy.check(page, host, true), Verdict::SameOrigin);
+        assert_eq!(policy.check(page, host, false), Verdict::Refused);
+        let plain_page = Some("http://demo.example.org");
+        assert_eq!(policy.check(plain_page, host, true), Verdict::Refused);
     }
 
     #[test]

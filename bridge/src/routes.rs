@@ -140,10 +140,15 @@ async fn security_headers(
     next: axum::middleware::Next,
 ) -> Response {
     let uri = request.uri().clone();
+    // https directly, or ended by a trusted proxy that says so.
     let https = request
         .extensions()
         .get::<ConnectionInfo>()
-        .is_some_and(|connection| connection.tls);
+        .is_some_and(|connection| {
+            forwarded::site(connection.client, request.headers(), &app.trusted_proxies)
+                .https
+                .unwrap_or(connection.tls)
+        });
     let mut response = next.run(request).await;
     let status = response.status();
     let answer = if status.is_success() || status == StatusCode::NOT_MODIFIED {
@@ -190,12 +195,29 @@ async fn upgrade(
     let headers = request.headers();
     let client = forwarded::client_address(connection.client, headers, &app.trusted_proxies);
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
-    let verdict = app.origins.check(origin, host, connection.tls);
+    // Behind a trusted proxy that ended TLS, the page's origin is the one
+    // the browser used, not the one the proxy spoke to us with.
+    let site = forwarded::site(connection.client, headers, &app.trusted_proxies);
+    let host = site
+        .host
+        .as_deref()
+        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()));
+    let verdict = app
+        .origins
+        .check(origin, host, site.https.unwrap_or(connection.tls));
     if !verdict.accepted() {
         app.metrics.refused(Refusal::Origin);
         let origin = origin.unwrap_or_default();
-        info!("origen rechazado: {origin} (desde {client}); admítalo con --allow-origin");
+        if origin.starts_with("https://") && !connection.tls && site.https.is_none() {
+            // The usual mistake behind nginx or HAProxy: TLS ends there and
+            // nobody told the bridge.
+            info!(
+                "origen rechazado: {origin} (desde {client}); si un proxy termina TLS delante del puente, \
+                 que envíe X-Forwarded-Proto y confíe en él con --trusted-proxy (vea deploy/*-tls*)"
+            );
+        } else {
+            info!("origen rechazado: {origin} (desde {client}); admítalo con --allow-origin");
+        }
         return plain(
             StatusCode::FORBIDDEN,
             format!("origen no permitido: {origin}; el puente solo admite sus propias páginas y las de --allow-origin"),

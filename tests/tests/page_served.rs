@@ -234,3 +234,26 @@ fn tempdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn hsts_only_where_the_page_is_https_by_a_trusted_proxys_say_so() {
+    let forwarded_https = |_: SocketAddr| {
+        "GET / HTTP/1.1\r\nHost: demo.example.org\r\nX-Forwarded-Proto: https\r\n\
+         X-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n"
+            .to_string()
+    };
+    let trusting = site_with(|config| {
+        config.trusted_proxies =
+            netkit::proxy_protocol::TrustedProxies::new(["127.0.0.1"]).unwrap();
+    })
+    .await;
+    let page = http_exchange(trusting.addr, forwarded_https(trusting.addr).as_bytes()).await;
+    assert_eq!(
+        page.header("strict-transport-security"),
+        Some("max-age=63072000")
+    );
+    // The same words from a peer nobody trusts change nothing.
+    let plain = site().await;
+    let page = http_exchange(plain.addr, forwarded_https(plain.addr).as_bytes()).await;
+    assert_eq!(page.header("strict-transport-security"), None);
+}

@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
 use bridge::origin::{AllowedOrigin, Origin, OriginPolicy};
 use bridge::session::SessionConfig;
-use bridge::{tls, Config};
+use bridge::tls::reload::{ReloadTrigger, WatchedPair};
+use bridge::Config;
 use clap::Parser;
 use console::args::{HostPort, Network, PositiveDuration, DURATION_FORMS};
 use console::{announce, exit_code, init_logging, parse_args, HelpFlags, HELP_TEMPLATE};
@@ -81,6 +82,12 @@ struct Args {
     /// Clave privada PEM del certificado (con --tls-cert).
     #[arg(long, value_name = "FICHERO", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// Cada cuántos segundos se mira si --tls-cert y --tls-key han
+    /// cambiado (también con SIGHUP): un par renovado y válido se usa sin
+    /// reiniciar ni cortar sesiones.
+    #[arg(long, value_name = "DURACIÓN", default_value_t = PositiveDuration::from_duration(WatchedPair::CHECK_INTERVAL), requires = "tls_cert")]
+    tls_check_interval: PositiveDuration,
 
     /// Sesiones abiertas a la vez; más allá, HTTP 503.
     #[arg(long, value_name = "N", default_value_t = Config::MAX_SESSIONS as u32,
@@ -161,7 +168,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listen = args.listen.clone();
     let metrics_address = args.metrics.clone();
     let drain_written = args.drain;
+    let certificates = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(WatchedPair::load(cert, key, args.tls_check_interval.get())?)
+        }
+        _ => None,
+    };
     let mut config = config_of(args)?;
+    config.tls = certificates
+        .as_ref()
+        .map(WatchedPair::acceptor)
+        .transpose()?;
     netkit::accept::raise_descriptor_limit();
     let listener = listen::bind(listen.host(), listen.port()).await?;
     let scraped = match &metrics_address {
@@ -171,6 +188,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((_, exporter)) = &scraped {
         config.metrics = Arc::new(exporter.register(BridgeMetrics::register));
     }
+    // Before the first line, which tells harnesses the bridge is up.
+    reload_on_sighup(certificates.as_ref().map(WatchedPair::trigger))?;
     // The first line names the bridge's address (harnesses read it).
     announce_addresses(&listener, &config)?;
     if let Some((metrics_listener, exporter)) = scraped {
@@ -182,6 +201,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let stop = CancellationToken::new();
+    if let Some(certificates) = certificates {
+        tokio::spawn(certificates.watch(Arc::clone(&config.metrics), stop.clone()));
+    }
     let drain = config.drain;
     let serving = bridge::serve(listener, config, stop.clone());
     tokio::pin!(serving);
@@ -218,10 +240,6 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         }
     }
     let frame_from = args.allow_frame_from.map(|origin| origin.to_string());
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        _ => None,
-    };
     let trusted_proxies = TrustedProxies::from_networks(args.trusted_proxies);
     let max_message = args.max_message as usize;
     let session = SessionConfig {
@@ -240,12 +258,40 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         max_sessions: args.max_sessions as usize,
         web: args.web,
         frame_from,
-        tls,
+        // From the watched --tls-cert/--tls-key files, in run().
+        tls: None,
         handshake_timeout: args.handshake_timeout.get(),
         drain: args.drain.get(),
         trusted_proxies,
         metrics: Arc::default(),
     })
+}
+
+/// SIGHUP, which operators send to reload daemons, reads the certificate
+/// files again (with `trigger`) instead of stopping the bridge.
+fn reload_on_sighup(trigger: Option<ReloadTrigger>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups =
+            signal(SignalKind::hangup()).context("no se pudo instalar el manejador de SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match &trigger {
+                    Some(trigger) => {
+                        info!("SIGHUP: se vuelven a leer el certificado y la clave");
+                        trigger.reload();
+                    }
+                    None => {
+                        info!("SIGHUP: sin --tls-cert no hay nada que recargar; el puente sigue")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(trigger);
+    Ok(())
 }
 
 /// The registry of the bridge's metrics, with its build info.

@@ -1,0 +1,454 @@
+//! The TLS variants of the reference deployments, `deploy/haproxy-tls.cfg`
+//! and `deploy/nginx-tls.conf`, run as they are: the balancer ends TLS with
+//! a self-signed certificate made here for `demo.example`, and speaks plain
+//! HTTP to two bridges (serving the page) and TCP to two `servidor`s, all
+//! on free loopback ports.
+//!
+//! The real page in headless Chromium (told to accept the certificate, and
+//! to find `demo.example` at 127.0.0.1) loads from
+//! `https://demo.example:PORT/`, connects over `wss://` and gets `HOLA`: the
+//! bridges, trusting the balancer's `X-Forwarded-Proto`, take that https
+//! origin as their own. A page of another origin still gets 403.
+//!
+//! As in `balancers.rs`, the balancers run unprivileged in the foreground
+//! from a temporary folder holding their configuration, certificate, pid
+//! and logs, and are killed at the end. Needs `scripts/setup --browser`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::client::legacy::connect::HttpConnector;
+use testkit::*;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+/// The name the page is served under (Chromium maps it to 127.0.0.1).
+const NAME: &str = "demo.example";
+
+type Wss = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Which balancer ends TLS.
+#[derive(Clone, Copy)]
+enum Kind {
+    Haproxy,
+    Nginx,
+}
+
+/// A folder of the test's own, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tema12-{name}-tls-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A balancer process, killed with its workers when dropped.
+struct Balancer {
+    child: Child,
+    dir: Scratch,
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        // The whole process group: nginx's workers outlive a killed master.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A free loopback port for a process that cannot report its own.
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The self-signed certificate for [`NAME`] the balancer serves.
+struct Certificate {
+    cert_pem: String,
+    key_pem: String,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl Certificate {
+    fn new() -> Certificate {
+        let made = rcgen::generate_simple_self_signed(vec![String::from(NAME)]).unwrap();
+        Certificate {
+            cert_pem: made.cert.pem(),
+            key_pem: made.signing_key.serialize_pem(),
+            der: made.cert.der().clone(),
+        }
+    }
+}
+
+/// The whole deployment: two servidores, two bridges serving the page, one
+/// balancer ending TLS.
+struct System {
+    _servidores: Vec<Running>,
+    bridges: Vec<Running>,
+    /// Where browsers connect (https).
+    web: SocketAddr,
+    certificate: Certificate,
+    balancer: Balancer,
+}
+
+async fn system(kind: Kind) -> System {
+    let dist = built_page();
+    let trust = ["--trusted-proxy", "127.0.0.1"];
+    let env = [("RUST_LOG", "info")];
+    let mut servidores = Vec::new();
+    for _ in 0..2 {
+        let mut args = vec!["--port", "0"];
+        args.extend_from_slice(&trust);
+        servidores.push(Running::start(servidor_exe(), &args, &env).await);
+    }
+    let tcp = free_port().to_string();
+    let web = free_port();
+    let mut bridges = Vec::new();
+    for _ in 0..2 {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            &tcp,
+            "--send-proxy",
+            "--web",
+            dist.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&trust);
+        bridges.push(Running::start(bridge_exe(), &args, &env).await);
+    }
+    let (dir, file, program) = match kind {
+        Kind::Haproxy => (Scratch::new("haproxy"), "haproxy-tls.cfg", "haproxy"),
+        Kind::Nginx => (Scratch::new("nginx"), "nginx-tls.conf", "nginx"),
+    };
+    let certificate = Certificate::new();
+    let write = |name: &str, text: &str| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let cert = write("fullchain.pem", &certificate.cert_pem);
+    let key = write("privkey.pem", &certificate.key_pem);
+    // HAProxy's one file: the chain, then the key.
+    let pem = write(
+        "haproxy.pem",
+        &format!("{}{}", certificate.cert_pem, certificate.key_pem),
+    );
+    let values = [
+        ("WEB_ADDR", web.to_string()),
+        ("TCP_ADDR", tcp.clone()),
+        ("BRIDGE_1", bridges[0].addr.to_string()),
+        ("BRIDGE_2", bridges[1].addr.to_string()),
+        ("SERVIDOR_1", servidores[0].addr.to_string()),
+        ("SERVIDOR_2", servidores[1].addr.to_string()),
+        ("PREFIX", dir.0.display().to_string()),
+        (
+            "STREAM_MODULE",
+            String::from("/usr/lib/nginx/modules/ngx_stream_module.so"),
+        ),
+        ("READ_TIMEOUT", String::from("60s")),
+        ("TRUSTED", String::from("127.0.0.1")),
+        ("TLS_CERT", cert),
+        ("TLS_KEY", key),
+        ("TLS_PEM", pem),
+    ];
+    let mut config = std::fs::read_to_string(repository().join("deploy").join(file)).unwrap();
+    for (name, value) in &values {
+        config = config.replace(&format!("${{{name}}}"), value);
+    }
+    let missing = config
+        .match_indices("${")
+        .any(|(at, _)| config[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
+    assert!(!missing, "a value is missing:\n{config}");
+    let config_path = dir.0.join(file);
+    std::fs::write(&config_path, config).unwrap();
+    let args: Vec<String> = match kind {
+        Kind::Haproxy => vec![String::from("-db"), String::from("-f")],
+        Kind::Nginx => vec![
+            String::from("-p"),
+            dir.0.display().to_string(),
+            String::from("-g"),
+            String::from("daemon off;"),
+            String::from("-c"),
+        ],
+    };
+    let log = std::fs::File::create(dir.0.join("stderr.log")).unwrap();
+    let child = Command::new(program)
+        .args(&args)
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        // Its own process group, so that its workers can be stopped with it.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {program}: {error}"));
+    let system = System {
+        _servidores: servidores,
+        bridges,
+        web,
+        certificate,
+        balancer: Balancer { child, dir },
+    };
+    system.wait_until_serving().await;
+    system
+}
+
+impl System {
+    /// The page's own origin, as the browser has it.
+    fn origin(&self) -> String {
+        format!("https://{NAME}:{}", self.web.port())
+    }
+
+    /// A wss session through the balancer (trusting only its certificate)
+    /// as a page from `origin` opens it: the session, or why not.
+    async fn session(&self, origin: &str) -> Result<Wss, WsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.certificate.der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut request = format!("wss://{NAME}:{}/ws", self.web.port())
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        let stream = TcpStream::connect(self.web).await?;
+        tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            None,
+            Some(Connector::Rustls(Arc::new(tls))),
+        )
+        .await
+        .map(|(ws, _)| ws)
+    }
+
+    /// Waits until a session from the page's origin through the balancer
+    /// gets its answer.
+    async fn wait_until_serving(&self) {
+        let started = Instant::now();
+        loop {
+            let origin = self.origin();
+            let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+                let mut ws = self.session(&origin).await.map_err(|e| e.to_string())?;
+                round_trip(&mut ws, "listo").await
+            })
+            .await;
+            match attempt {
+                Ok(Ok(answer)) => {
+                    assert_eq!(answer, "LISTO\n");
+                    return;
+                }
+                Ok(Err(error)) if started.elapsed() >= PATIENCE => {
+                    panic!(
+                        "the balancer never served ({error}); its log:\n{}",
+                        self.log()
+                    )
+                }
+                _ => assert!(
+                    started.elapsed() < PATIENCE,
+                    "the balancer never served; its log:\n{}",
+                    self.log()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The balancer's logs.
+    fn log(&self) -> String {
+        ["stderr.log", "error.log"]
+            .iter()
+            .map(|file| std::fs::read_to_string(self.balancer.dir.0.join(file)).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Sends `text` as a line and reads its whole answer.
+async fn round_trip(ws: &mut Wss, text: &str) -> Result<String, String> {
+    ws.send(Message::text(format!("{text}\n")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    while !answer.ends_with('\n') {
+        match ws.next().await {
+            Some(Ok(Message::Text(part))) => answer.push_str(&part),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => return Err(format!("{other:?} after {answer:?}")),
+        }
+    }
+    Ok(answer)
+}
+
+/// A headless Chromium under chromedriver that accepts the test's
+/// certificate and finds [`NAME`] at 127.0.0.1; closed when dropped.
+struct Browser {
+    client: Client,
+    _driver: Child,
+    _profile: Scratch,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port().port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver: run scripts/setup --browser first");
+        let profile = Scratch::new("chromium");
+        let capabilities = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-quic",
+                    // The balancer's certificate is self-signed.
+                    "--ignore-certificate-errors",
+                    format!("--host-resolver-rules=MAP {NAME} 127.0.0.1"),
+                    format!("--user-data-dir={}", profile.0.display()),
+                    "--window-size=1000,800",
+                ]
+            },
+            "goog:loggingPrefs": { "browser": "ALL" }
+        });
+        let capabilities = match capabilities {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let client = within(PATIENCE, "chromedriver and chromium", async {
+            loop {
+                let attempt = ClientBuilder::new(HttpConnector::new())
+                    .capabilities(capabilities.clone())
+                    .connect(&url)
+                    .await;
+                match attempt {
+                    Ok(client) => return client,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .await;
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    async fn text_of(&self, id: &str) -> String {
+        let element = self.client.find(Locator::Id(id)).await.unwrap();
+        element.text().await.unwrap()
+    }
+
+    /// Waits until the element's text satisfies `test`; returns it.
+    async fn wait_text(&self, id: &str, what: &str, test: impl Fn(&str) -> bool) -> String {
+        let waiting = async {
+            loop {
+                let text = self.text_of(id).await;
+                if test(&text) {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        match tokio::time::timeout(PATIENCE, waiting).await {
+            Ok(text) => text,
+            Err(_) => panic!(
+                "#{id} never showed {what}; it shows {:?}",
+                self.text_of(id).await
+            ),
+        }
+    }
+}
+
+/// The page from `https://demo.example:PORT/` through the balancer gets
+/// HOLA over wss://; a foreign page's upgrade gets 403 there.
+async fn the_page_says_hola_over_wss_through(kind: Kind) {
+    let system = system(kind).await;
+    let browser = Browser::start().await;
+    let page = format!("{}/", system.origin());
+    browser.client.goto(&page).await.unwrap();
+    let status = browser
+        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+        .await;
+    assert_eq!(
+        status,
+        format!("Conectado a wss://{NAME}:{}/ws", system.web.port())
+    );
+    let input = browser.client.find(Locator::Id("mensaje")).await.unwrap();
+    input.send_keys("Hola\u{E007}").await.unwrap();
+    browser
+        .wait_text("registro", "HOLA", |t| {
+            t.contains("Recibido del servidor: HOLA")
+        })
+        .await;
+    browser.client.close().await.unwrap();
+    // Through the balancer, from the browser at 127.0.0.1.
+    let logs: String = system.bridges.iter().map(Running::log).collect();
+    assert!(logs.contains("sesión abierta desde 127.0.0.1"), "{logs}");
+
+    for foreign in [
+        "https://evil.example",
+        // The page's name in plain http is another origin.
+        &format!("http://{NAME}:{}", system.web.port()),
+    ] {
+        match system.session(foreign).await {
+            Err(WsError::Http(response)) => assert_eq!(response.status(), 403, "{foreign}"),
+            Err(other) => panic!("{foreign}: {other} instead of 403"),
+            Ok(_) => panic!("{foreign}: a foreign page was let in"),
+        }
+    }
+    let logs: String = system.bridges.iter().map(Running::log).collect();
+    assert!(
+        logs.contains("origen rechazado: https://evil.example"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_nginx_ending_tls_the_page_gets_hola_over_wss_and_foreign_pages_403() {
+    the_page_says_hola_over_wss_through(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_haproxy_ending_tls_the_page_gets_hola_over_wss_and_foreign_pages_403() {
+    the_page_says_hola_over_wss_through(Kind::Haproxy).await;
+}
