@@ -16,8 +16,11 @@
 //! - [`read_ahead`]: the client's connection, read in big chunks only while
 //!   a burst lasts;
 //! - [`metrics`]: what is counted for `--metrics`;
-//! - [`tls`]: https/wss from PEM files.
+//! - [`tls`]: https/wss from PEM files;
+//! - [`acme`]: https/wss with a certificate the bridge gets and renews
+//!   itself from an ACME CA (`--acme-domain`).
 
+pub mod acme;
 pub mod config;
 pub mod forwarded;
 pub mod framing;

@@ -6,7 +6,7 @@
 //! How a session ended is read off its [`Ending`], which owns its close
 //! code and the side it is counted against.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
@@ -96,6 +96,15 @@ impl Refusal {
     }
 }
 
+/// Which kind of ACME order, for the `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeOrder {
+    /// The first certificate (none was served).
+    Issue,
+    /// A certificate replacing one served.
+    Renewal,
+}
+
 /// The two directions of a session, for the `direction` label.
 const DIRECTIONS: [&str; 2] = ["to_target", "to_client"];
 const TO_TARGET: usize = 0;
@@ -128,6 +137,10 @@ pub struct BridgeMetrics {
     /// By the ping timeout, by the write timeout.
     dropped: [Counter; 2],
     static_files: Counter,
+    /// The ACME certificate's `notAfter`, in Unix seconds.
+    acme_expiry: Gauge,
+    /// By [`AcmeOrder`], then ok / failed.
+    acme_orders: [[Counter; 2]; 2],
 }
 
 impl BridgeMetrics {
@@ -167,6 +180,12 @@ impl BridgeMetrics {
             dropped: ["ping_timeout", "write_timeout"]
                 .map(|reason| counter!("bridge_clients_dropped_total", "reason" => reason)),
             static_files: counter!("bridge_static_files_served_total"),
+            acme_expiry: gauge!("bridge_acme_certificate_expiry_timestamp_seconds"),
+            acme_orders: ["issue", "renewal"].map(|kind| {
+                ["ok", "failed"].map(|result| {
+                    counter!("bridge_acme_orders_total", "kind" => kind, "result" => result)
+                })
+            }),
         }
     }
 
@@ -217,6 +236,24 @@ impl BridgeMetrics {
     /// Notes how long a successful connection to the target took.
     pub fn target_connected(&self, took: Duration) {
         self.connect_seconds.record(took.as_secs_f64());
+    }
+
+    /// Notes the expiry of the ACME certificate now served.
+    pub fn acme_certificate(&self, not_after: SystemTime) {
+        let seconds = not_after
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.acme_expiry.set(seconds);
+    }
+
+    /// Counts an ACME order, by kind and result.
+    pub fn acme_order(&self, kind: AcmeOrder, ok: bool) {
+        let kind = match kind {
+            AcmeOrder::Issue => 0,
+            AcmeOrder::Renewal => 1,
+        };
+        self.acme_orders[kind][usize::from(!ok)].increment(1);
     }
 
     /// Counts a file of the page served.
@@ -280,6 +317,14 @@ fn describe() {
     describe_counter!(
         "bridge_static_files_served_total",
         "Files of the page answered with success (2xx or 304)."
+    );
+    describe_gauge!(
+        "bridge_acme_certificate_expiry_timestamp_seconds",
+        "With --acme-domain: when the certificate served expires (notAfter, Unix time); 0 before there is one."
+    );
+    describe_counter!(
+        "bridge_acme_orders_total",
+        "With --acme-domain: certificate orders to the CA, by kind (issue: none was served; renewal) and result (ok, failed)."
     );
 }
 
