@@ -252,6 +252,8 @@ pub struct AcmeStatus {
     pub obtained: u32,
     /// Orders failed since start.
     pub failed: u32,
+    /// The explanation of the last failure, as logged.
+    pub last_failure: Option<String>,
 }
 
 /// The bridge's certificate from an ACME CA: what the TLS port serves
@@ -320,6 +322,7 @@ impl Acme {
             phase: AcmePhase::Starting,
             obtained: 0,
             failed: 0,
+            last_failure: None,
         });
         Ok(Self {
             config,
@@ -440,11 +443,15 @@ impl Acme {
                         ),
                         None => String::from("mientras, https no tiene certificado"),
                     };
-                    error!(
+                    let explanation = format!(
                         "no se pudo obtener el certificado de {names}: {failure}. Se reintentará el {}; {serving}",
                         when(retry)
                     );
-                    self.status.send_modify(|status| status.failed += 1);
+                    error!("{explanation}");
+                    self.status.send_modify(|status| {
+                        status.failed += 1;
+                        status.last_failure = Some(explanation);
+                    });
                 }
             }
         }
@@ -588,10 +595,17 @@ fn challenge_certificate(
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest.as_ref())];
     let certificate = params.self_signed(&key).map_err(failed)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let provider = rustls::crypto::ring::default_provider();
-    CertifiedKey::from_der(vec![certificate.der().clone()], key, &provider)
-        .map(Arc::new)
-        .map_err(|error| OrderError::Challenge(error.to_string()))
+    // Not `CertifiedKey::from_der`: its check that key and certificate go
+    // together parses the certificate with webpki, which refuses the
+    // critical acmeIdentifier extension it does not know.
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|error| OrderError::Challenge(error.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![certificate.der().clone()],
+        signing,
+    )))
 }
 
 /// A moment, for the log (UTC).
