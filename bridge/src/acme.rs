@@ -19,7 +19,7 @@ pub mod client;
 pub mod pacing;
 pub mod resolver;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -200,7 +200,7 @@ fn refused(problem: &Problem) -> String {
         format!("la CA limita los pedidos de estos nombres ({said}); el puente reintentará más tarde, no lo reinicie para forzarlo")
     } else if is(problem, "rejectedIdentifier") || is(problem, "caa") {
         format!("la CA se niega a emitir para estos nombres ({said}). Compruebe que son nombres públicos suyos y, si tienen registros CAA, que admiten a esta CA")
-    } else if is(problem, "accountDoesNotExist") || is(problem, "unauthorized") {
+    } else if is(problem, "accountDoesNotExist") {
         format!("la CA no acepta la cuenta guardada ({said}); se creará otra")
     } else {
         format!("la CA rechazó el pedido ({said})")
@@ -218,7 +218,7 @@ fn invalid(domain: &str, problem: Option<&Problem>) -> String {
     } else if is(problem, "connection") {
         format!("la CA no pudo conectar con {domain} en el puerto 443 ({said}). Compruebe que el puerto 443 es accesible desde internet (cortafuegos, router, proveedor) y que llega a este puente: que escucha en él o que se le reenvía")
     } else {
-        format!("la CA conectó con {domain} pero no le respondió este puente ({said}). Compruebe que el nombre apunta a esta máquina y que el puerto 443 llega al puente y no a otro servidor ni a un balanceador que termine TLS")
+        format!("la CA no obtuvo de {domain} la respuesta de este puente ({said}). Compruebe que el nombre apunta a la IP pública de esta máquina y que su puerto 443 llega al puente, no a otro servidor ni a un balanceador que termine TLS")
     }
 }
 
@@ -501,10 +501,15 @@ impl Acme {
             challenge.set_ready().await?;
         }
         let retries = RetryPolicy::new().timeout(VALIDATION_TIMEOUT);
-        match order.poll_ready(&retries).await? {
-            OrderStatus::Ready => {}
-            OrderStatus::Invalid => return Err(why_invalid(&mut order).await),
-            other => return Err(OrderError::Stuck(format!("pedido en estado {other:?}"))),
+        match order.poll_ready(&retries).await {
+            Ok(OrderStatus::Ready) => {}
+            Ok(OrderStatus::Invalid) => return Err(why_invalid(&mut order, None).await),
+            // The order's own error: the authorization's, said again.
+            Err(instant_acme::Error::Api(problem)) => {
+                return Err(why_invalid(&mut order, Some(problem)).await)
+            }
+            Ok(other) => return Err(OrderError::Stuck(format!("pedido en estado {other:?}"))),
+            Err(error) => return Err(error.into()),
         }
         drop(challenges);
         let key = order.finalize().await?;
@@ -557,8 +562,9 @@ impl Drop for Challenges<'_> {
     }
 }
 
-/// Which name failed validation, and what the CA said.
-async fn why_invalid(order: &mut instant_acme::Order) -> OrderError {
+/// Which name failed validation, and what the CA said (`said`: what the
+/// order itself said, if the authorization says nothing).
+async fn why_invalid(order: &mut instant_acme::Order, said: Option<Problem>) -> OrderError {
     let mut authorizations = order.authorizations();
     let mut failed = None;
     while let Some(Ok(mut authorization)) = authorizations.next().await {
@@ -572,13 +578,14 @@ async fn why_invalid(order: &mut instant_acme::Order) -> OrderError {
         let problem = state
             .challenges
             .iter()
-            .find_map(|challenge| challenge.error.clone());
+            .find_map(|challenge| challenge.error.clone())
+            .or_else(|| said.clone());
         failed = Some(OrderError::Validation { domain, problem });
         break;
     }
     failed.unwrap_or(OrderError::Validation {
         domain: String::from("algún nombre"),
-        problem: None,
+        problem: said,
     })
 }
 
@@ -608,21 +615,49 @@ fn challenge_certificate(
     )))
 }
 
-/// A moment, for the log (UTC).
+/// A moment, for the log: `2026-12-06 04:47:32 UTC`.
 fn when(at: SystemTime) -> String {
-    httpdate::fmt_http_date(at)
+    let seconds = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, day_seconds) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_date(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        day_seconds / 3600,
+        day_seconds / 60 % 60,
+        day_seconds % 60
+    )
 }
 
-/// The path of the certificate `config` keeps, for the log and tests.
-pub fn cached_certificate_path(config: &AcmeConfig) -> PathBuf {
-    Cache::new(&config.cache, &config.directory, &config.domains)
-        .certificate_path()
-        .to_path_buf()
+/// The Gregorian date `days` after 1970-01-01 (H. Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
-/// Whether `path` holds a usable certificate and key: for tests and
-/// operators' scripts.
-pub fn read_certificate(path: &Path) -> Result<Certificate, String> {
-    let pem = std::fs::read_to_string(path).map_err(|error| error.to_string())?;
-    Certificate::from_pem(&pem)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moments_are_logged_as_utc_dates() {
+        assert_eq!(when(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_532_452);
+        assert_eq!(when(at), "2026-12-06 04:47:32 UTC");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(when(leap), "2000-02-29 00:00:00 UTC");
+    }
 }

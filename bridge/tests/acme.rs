@@ -463,6 +463,45 @@ async fn a_certificate_from_pebble_is_served_kept_renewed_under_a_session_and_se
     };
     // Pebble's certificates last 5 years: renewal in more than 3.
     assert!(until > SystemTime::now() + day * 365 * 3, "{until:?}");
+
+    // 2b. A name whose port 443 reaches another server (here: this bridge,
+    // which holds no challenge for it): the CA's validation fails, and the
+    // log says what to check; the next try is a minute away.
+    let stranger = Acme::new(
+        AcmeConfig {
+            domains: vec![String::from("otro.example.org")],
+            ..acme_config(&pebble, &folder.0.join("cache-otro"), None)
+        },
+        Arc::default(),
+    )
+    .unwrap();
+    let mut status = stranger.status();
+    let stopping = CancellationToken::new();
+    tokio::spawn(stranger.run(stopping.clone()));
+    let failed = within(ORDER_PATIENCE, "the failed validation", async {
+        status
+            .wait_for(|status| {
+                status.failed == 1 && matches!(status.phase, AcmePhase::Retrying { .. })
+            })
+            .await
+            .unwrap()
+            .clone()
+    })
+    .await;
+    stopping.cancel();
+    let explanation = failed.last_failure.unwrap();
+    assert!(
+        explanation.contains("otro.example.org")
+            && explanation.contains("puerto 443")
+            && explanation.contains("https no tiene certificado"),
+        "{explanation}"
+    );
+    let retry = SystemTime::now() + Duration::from_secs(50);
+    assert!(
+        matches!(failed.phase, AcmePhase::Retrying { until } if until > retry),
+        "{:?}",
+        failed.phase
+    );
     second.stop().await;
 
     // 3. A forced renewal (--acme-renew-within longer than the life) swaps
@@ -521,4 +560,90 @@ async fn a_certificate_from_pebble_is_served_kept_renewed_under_a_session_and_se
     let mut ws = session(addr, &root).await;
     round_trip(&mut ws, "sin la ca\n").await;
     fourth.stop().await;
+}
+
+/// The process: `--acme-domain` with a CA that cannot be reached starts,
+/// explains in Spanish what failed and what to check, counts the failed
+/// order in the metrics, and keeps running.
+#[tokio::test]
+async fn the_bridge_explains_a_ca_it_cannot_reach_and_keeps_running() {
+    let folder = Folder::new("unreachable");
+    // A port with nobody listening on it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let directory = format!("https://{closed}/dir");
+    let cache = folder.0.join("cache");
+    let bridge = testkit::Running::start(
+        env!("CARGO_BIN_EXE_bridge"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--acme-domain",
+            DOMAIN,
+            "--acme-directory",
+            &directory,
+            "--acme-cache",
+            cache.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    bridge
+        .wait_for_log("HTTPS automático (ACME) para demo.example.org")
+        .await;
+    bridge
+        .wait_for_log(
+            "no se pudo obtener el certificado de demo.example.org: no se pudo hablar con la CA",
+        )
+        .await;
+    let log = bridge.log();
+    assert!(
+        log.contains("Compruebe la conexión a internet") && log.contains("Se reintentará el"),
+        "{log}"
+    );
+    let metrics = testkit::metrics_addr(&bridge).await;
+    let scraped = testkit::scrape_until(metrics, "the failed order", |scrape| {
+        scrape.value(
+            "bridge_acme_orders_total",
+            &[("kind", "issue"), ("result", "failed")],
+        ) == 1.0
+    })
+    .await;
+    testkit::promtool_check(&scraped.text);
+    assert_eq!(
+        scraped.value("bridge_acme_certificate_expiry_timestamp_seconds", &[]),
+        0.0
+    );
+    assert!(testkit::http_get(metrics, "/metrics").await.status == 200);
+}
+
+/// `--acme-domain` excludes `--tls-cert`, in Spanish, with exit code 2.
+#[tokio::test]
+async fn acme_and_certificate_files_exclude_each_other() {
+    let finished = within(
+        PATIENCE,
+        "the bridge to refuse its arguments",
+        Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args([
+                "--acme-domain",
+                DOMAIN,
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(finished.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(
+        stderr.contains("--acme-domain <NOMBRE> no se puede usar junto con --tls-cert"),
+        "{stderr}"
+    );
 }
