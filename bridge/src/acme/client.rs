@@ -70,6 +70,19 @@ impl CaClient {
     }
 }
 
+impl CaClient {
+    /// The body of a GET to `url` (a CA's root, its directory), `None` if
+    /// it cannot be had or the answer is not a success.
+    pub async fn get(&self, url: &str) -> Option<Vec<u8>> {
+        let request = hyper::Request::get(url).body(BodyWrapper::default()).ok()?;
+        let mut answer = self.request(request).await.ok()?;
+        if !answer.parts.status.is_success() {
+            return None;
+        }
+        Some(answer.body.into_bytes().await.ok()?.to_vec())
+    }
+}
+
 impl HttpClient for CaClient {
     fn request(
         &self,
