@@ -357,7 +357,7 @@ impl Acme {
     /// retries failures at a pace the CA's limits allow, until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let names = self.config.domains.join(", ");
-        let mut pacing = Pacing::default();
+        let mut pacing = self.cache.pacing();
         let mut quiet_until: Option<SystemTime> = None;
         let mut announced: Option<SystemTime> = None;
         loop {
@@ -426,6 +426,7 @@ impl Acme {
                     }
                     self.current = Some(certificate);
                     pacing.succeeded();
+                    self.keep(&pacing);
                     quiet_until = Some(SystemTime::now() + MIN_RENEWAL_GAP);
                     self.status.send_modify(|status| status.obtained += 1);
                 }
@@ -436,6 +437,7 @@ impl Acme {
                         self.cache.forget_account();
                     }
                     let retry = pacing.failed(SystemTime::now());
+                    self.keep(&pacing);
                     let serving = match &self.current {
                         Some(certificate) => format!(
                             "se sigue sirviendo el certificado actual (válido hasta {})",
@@ -457,6 +459,14 @@ impl Acme {
         }
         self.status
             .send_modify(|status| status.phase = AcmePhase::Stopped);
+    }
+
+    /// Keeps the failures for the next run; not keeping them is logged
+    /// (a restart could then retry sooner).
+    fn keep(&self, pacing: &Pacing) {
+        if let Err(error) = self.cache.keep_pacing(pacing) {
+            warn!("{error}: un reinicio podría reintentar antes de tiempo");
+        }
     }
 
     /// One order, from the account to the certificate.

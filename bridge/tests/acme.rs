@@ -320,7 +320,7 @@ async fn a_certificate_from_pebble_is_served_kept_renewed_under_a_session_and_se
     // later, while the bridge keeps serving.
     let forced = acme_config(&pebble, &cache, Some(day * 365 * 10));
     pebble.stop().await;
-    let mut fourth = Bridge::start(&listener, target, forced);
+    let mut fourth = Bridge::start(&listener, target, forced.clone());
     assert_eq!(served_leaf(addr, &root).await, renewed);
     fourth.run_acme();
     fourth
@@ -342,6 +342,19 @@ async fn a_certificate_from_pebble_is_served_kept_renewed_under_a_session_and_se
     let mut ws = session(addr, &root).await;
     round_trip(&mut ws, "sin la ca\n").await;
     fourth.stop().await;
+
+    // 5. A restart does not retry sooner: the failure is in the cache.
+    let mut fifth = Bridge::start(&listener, target, forced);
+    fifth.run_acme();
+    fifth
+        .until("waiting to retry", PATIENCE, |status| {
+            matches!(status.phase, AcmePhase::Retrying { until }
+                if until > SystemTime::now() + Duration::from_secs(50))
+                && status.failed == 0
+        })
+        .await;
+    assert_eq!(served_leaf(addr, &root).await, renewed);
+    fifth.stop().await;
 }
 
 /// The process: `--acme-domain` with a CA that cannot be reached starts,

@@ -15,6 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
+use super::pacing::Pacing;
 use super::AcmeError;
 
 /// A certificate the bridge can serve, and when it is good for.
@@ -89,6 +90,7 @@ fn validity(leaf: &CertificateDer<'_>) -> Result<(SystemTime, SystemTime), Strin
 pub struct Cache {
     folder: PathBuf,
     certificate: PathBuf,
+    failures: PathBuf,
 }
 
 impl Cache {
@@ -102,10 +104,13 @@ impl Cache {
         let mut names = domains.to_vec();
         names.sort();
         names.dedup();
-        let certificate = folder.join(format!("{}.pem", file_name(&names.join(","))));
+        let names = file_name(&names.join(","));
+        let certificate = folder.join(format!("{names}.pem"));
+        let failures = folder.join(format!("{names}.failures"));
         Self {
             folder,
             certificate,
+            failures,
         }
     }
 
@@ -170,6 +175,19 @@ impl Cache {
     /// Keeps the certificate and its key.
     pub fn keep_certificate(&self, certificate: &Certificate) -> Result<(), AcmeError> {
         self.write(&self.certificate, certificate.pem.as_bytes())
+    }
+
+    /// The failed orders of earlier runs (none if unreadable).
+    pub fn pacing(&self) -> Pacing {
+        fs::read_to_string(&self.failures)
+            .ok()
+            .and_then(|text| Pacing::from_text(&text))
+            .unwrap_or_default()
+    }
+
+    /// Keeps the failed orders for the next run.
+    pub fn keep_pacing(&self, pacing: &Pacing) -> Result<(), AcmeError> {
+        self.write(&self.failures, pacing.to_text().as_bytes())
     }
 
     /// Writes `path` whole or not at all (a new file renamed over the

@@ -2,10 +2,11 @@
 //! (a typo fixed, a port opened), then less and less often, and never more
 //! than [`MAX_FAILURES_PER_WINDOW`] failures in any hour, under Let's
 //! Encrypt's limit of 5 failed authorizations per name per hour (reaching
-//! it locks the name out for an hour).
+//! it locks the name out for an hour). The failures are kept in the cache
+//! ([`Pacing::to_text`]), so restarting the bridge does not retry sooner.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The waits after the 1st, 2nd… consecutive failure; the last one
 /// repeats.
@@ -50,6 +51,34 @@ impl Pacing {
         self.consecutive = 0;
     }
 
+    /// What the cache keeps: the consecutive failures, then the latest
+    /// failures' Unix times, on one line.
+    pub fn to_text(&self) -> String {
+        let mut text = self.consecutive.to_string();
+        for failure in &self.failures {
+            let seconds = failure.duration_since(UNIX_EPOCH).unwrap_or_default();
+            text.push_str(&format!(" {}", seconds.as_secs()));
+        }
+        text
+    }
+
+    /// Reads back [`Self::to_text`]; `None` if it is not that.
+    pub fn from_text(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace();
+        let consecutive = words.next()?.parse().ok()?;
+        let mut failures = VecDeque::new();
+        for word in words {
+            failures.push_back(UNIX_EPOCH + Duration::from_secs(word.parse().ok()?));
+        }
+        if failures.len() > MAX_FAILURES_PER_WINDOW {
+            return None;
+        }
+        Some(Self {
+            failures,
+            consecutive,
+        })
+    }
+
     /// When the next try may be; `None` if now.
     pub fn next_try(&self) -> Option<SystemTime> {
         let last = *self.failures.back()?;
@@ -88,6 +117,20 @@ mod tests {
             );
         }
         assert_eq!(failures[1].duration_since(failures[0]).unwrap(), DELAYS[0]);
+    }
+
+    #[test]
+    fn the_failures_survive_a_restart() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut pacing = Pacing::default();
+        let next = pacing.failed(start);
+        let retry = pacing.failed(next);
+        let text = pacing.to_text();
+        assert_eq!(text, "2 1000000 1000060");
+        let restored = Pacing::from_text(&text).unwrap();
+        assert_eq!(restored.next_try(), Some(retry));
+        assert!(Pacing::from_text("x").is_none());
+        assert!(Pacing::from_text("1 1 2 3 4 5").is_none());
     }
 
     #[test]
