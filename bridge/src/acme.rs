@@ -314,9 +314,21 @@ impl Acme {
                 None
             }
         };
-        if let Some(certificate) = &current {
-            resolver.install(Arc::clone(&certificate.certified));
-            metrics.acme_certificate(certificate.not_after);
+        match &current {
+            Some(certificate) => {
+                resolver.install(Arc::clone(&certificate.certified));
+                metrics.acme_certificate(certificate.not_after);
+            }
+            // Until the CA's arrives, a self-signed one: /healthz and the
+            // rest still answer clients that accept it (a balancer's
+            // checks, curl -k), instead of every handshake failing.
+            None => match placeholder_certificate(&config.domains) {
+                Ok(placeholder) => {
+                    info!("hasta tener el de la CA, https sirve un certificado provisional autofirmado (los navegadores lo rechazan)");
+                    resolver.install(placeholder);
+                }
+                Err(error) => warn!("no se pudo crear el certificado provisional ({error}): hasta tener el de la CA, https no tiene certificado"),
+            },
         }
         let (status, _) = watch::channel(AcmeStatus {
             phase: AcmePhase::Starting,
@@ -443,7 +455,9 @@ impl Acme {
                             "se sigue sirviendo el certificado actual (válido hasta {})",
                             when(certificate.not_after)
                         ),
-                        None => String::from("mientras, https no tiene certificado"),
+                        None => String::from(
+                            "mientras, https sirve un certificado provisional autofirmado",
+                        ),
                     };
                     let explanation = format!(
                         "no se pudo obtener el certificado de {names}: {failure}. Se reintentará el {}; {serving}",
@@ -623,6 +637,21 @@ fn challenge_certificate(
         vec![certificate.der().clone()],
         signing,
     )))
+}
+
+/// A self-signed certificate for `domains`, served until the CA's.
+fn placeholder_certificate(domains: &[String]) -> Result<Arc<CertifiedKey>, String> {
+    let key = rcgen::KeyPair::generate().map_err(|error| error.to_string())?;
+    let params =
+        rcgen::CertificateParams::new(domains.to_vec()).map_err(|error| error.to_string())?;
+    let certificate = params
+        .self_signed(&key)
+        .map_err(|error| error.to_string())?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(vec![certificate.der().clone()], key, &provider)
+        .map(Arc::new)
+        .map_err(|error| error.to_string())
 }
 
 /// A moment, for the log: `2026-12-06 04:47:32 UTC`.

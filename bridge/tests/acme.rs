@@ -276,7 +276,7 @@ async fn a_certificate_from_pebble_is_served_kept_renewed_under_a_session_and_se
     assert!(
         explanation.contains("otro.example.org")
             && explanation.contains("puerto 443")
-            && explanation.contains("https no tiene certificado"),
+            && explanation.contains("certificado provisional autofirmado"),
         "{explanation}"
     );
     let retry = SystemTime::now() + Duration::from_secs(50);
@@ -413,7 +413,83 @@ async fn the_bridge_explains_a_ca_it_cannot_reach_and_keeps_running() {
         scraped.value("bridge_acme_certificate_expiry_timestamp_seconds", &[]),
         0.0
     );
-    assert!(testkit::http_get(metrics, "/metrics").await.status == 200);
+    // Until the CA's certificate, a self-signed one: /healthz still
+    // answers a client that accepts it.
+    let (leaf, answer) = healthz_accepting_any_certificate(bridge.addr).await;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    assert_eq!(leaf.issuer(), leaf.subject(), "self-signed");
+    let names = leaf.subject_alternative_name().unwrap().unwrap();
+    assert!(format!("{:?}", names.value).contains(DOMAIN));
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+}
+
+/// Accepts whatever certificate the server shows: for the placeholder.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The leaf served to `DOMAIN` at `addr`, and the answer to
+/// `GET /healthz` over that connection.
+async fn healthz_accepting_any_certificate(addr: SocketAddr) -> (Vec<u8>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    within(PATIENCE, "GET /healthz over TLS", async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from(DOMAIN).unwrap(), tcp)
+            .await
+            .unwrap();
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        let request =
+            format!("GET /healthz HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        (leaf, String::from_utf8_lossy(&answer).into_owned())
+    })
+    .await
 }
 
 /// `--acme-domain` excludes `--tls-cert`, in Spanish, with exit code 2.
