@@ -132,8 +132,8 @@ pub enum OrderError {
     /// The CA could not be reached or answered nonsense.
     #[error("no se pudo hablar con la CA ({cause}). Compruebe la conexión a internet de esta máquina y --acme-directory; con una CA privada o de pruebas, --acme-ca-cert")]
     Unreachable {
-        /// The error underneath.
-        cause: instant_acme::Error,
+        /// The error underneath, with its sources.
+        cause: String,
     },
     /// The CA refused a request.
     #[error("{}", refused(.0))]
@@ -170,9 +170,27 @@ impl From<instant_acme::Error> for OrderError {
             instant_acme::Error::Timeout(_) => {
                 OrderError::Stuck(String::from("la CA no terminó a tiempo"))
             }
-            cause => OrderError::Unreachable { cause },
+            cause => OrderError::Unreachable {
+                cause: with_sources(&cause),
+            },
         }
     }
+}
+
+/// `error` and what caused it, down the chain (hyper's errors say
+/// "client error (Connect)" and keep the useful part in their sources).
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The ACME problem type `name` (RFC 8555 §6.7) is `problem`'s.
@@ -392,8 +410,15 @@ impl Acme {
                         AcmePhase::Waiting { until: due }
                     }
                 });
-                if !retrying && announced != Some(due) {
-                    info!("el certificado de {names} se renovará el {}", when(due));
+                if announced != Some(due) {
+                    if retrying {
+                        info!(
+                            "un pedido anterior del certificado de {names} falló: el siguiente será el {}, para no pasar el límite de fallos de la CA",
+                            when(due)
+                        );
+                    } else {
+                        info!("el certificado de {names} se renovará el {}", when(due));
+                    }
                     announced = Some(due);
                 }
                 let nap = due.duration_since(now).unwrap_or_default().min(MAX_SLEEP);
@@ -450,6 +475,8 @@ impl Acme {
                     }
                     let retry = pacing.failed(SystemTime::now());
                     self.keep(&pacing);
+                    // The failure's own message says when.
+                    announced = Some(retry);
                     let serving = match &self.current {
                         Some(certificate) => format!(
                             "se sigue sirviendo el certificado actual (válido hasta {})",
