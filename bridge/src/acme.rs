@@ -718,6 +718,28 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
 
+    fn problem(kind: &str) -> Problem {
+        serde_json::from_value(serde_json::json!({
+            "type": format!("urn:ietf:params:acme:error:{kind}"),
+            "detail": "dicho por la CA",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_failure_says_what_to_check() {
+        let said = |kind: &str| invalid("demo.example.org", Some(&problem(kind)));
+        assert!(said("dns").contains("registro A"), "{}", said("dns"));
+        assert!(said("connection").contains("cortafuegos"));
+        assert!(said("tls").contains("no a otro servidor"));
+        assert!(said("unauthorized").contains("«dicho por la CA»"));
+        assert!(refused(&problem("rateLimited")).contains("no lo reinicie"));
+        assert!(refused(&problem("caa")).contains("CAA"));
+        assert!(refused(&problem("malformed")).contains("rechazó"));
+        let unreachable = OrderError::from(instant_acme::Error::Str("x")).to_string();
+        assert!(unreachable.contains("--acme-ca-cert"), "{unreachable}");
+    }
+
     #[test]
     fn moments_are_logged_as_utc_dates() {
         assert_eq!(when(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
