@@ -21,8 +21,11 @@
 //! - [`tls`]: https/wss from PEM files, and a renewed pair taken live;
 //! - [`cert_store`]: the certificate served, swappable while serving;
 //! - [`plain_http`]: `http://` to the TLS port, answered and logged with
-//!   the fix.
+//!   the fix;
+//! - [`acme`]: https/wss with a certificate the bridge gets and renews
+//!   itself from an ACME CA (`--acme-domain`).
 
+pub mod acme;
 pub mod cert_store;
 pub mod config;
 pub mod forwarded;

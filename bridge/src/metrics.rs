@@ -6,7 +6,7 @@
 //! How a session ended is read off its [`Ending`], which owns its close
 //! code and the side it is counted against.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
@@ -96,6 +96,15 @@ impl Refusal {
     }
 }
 
+/// Which kind of ACME order, for the `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeOrder {
+    /// The first certificate (none was served).
+    Issue,
+    /// A certificate replacing one served.
+    Renewal,
+}
+
 /// The two directions of a session, for the `direction` label.
 const DIRECTIONS: [&str; 2] = ["to_target", "to_client"];
 const TO_TARGET: usize = 0;
@@ -130,6 +139,10 @@ pub struct BridgeMetrics {
     static_files: Counter,
     /// A renewed certificate pair taken, or refused (the old one kept).
     tls_reloads: [Counter; 2],
+    /// The ACME certificate's `notAfter`, in Unix seconds.
+    acme_expiry: Gauge,
+    /// By [`AcmeOrder`], then ok / failed.
+    acme_orders: [[Counter; 2]; 2],
 }
 
 impl BridgeMetrics {
@@ -171,6 +184,12 @@ impl BridgeMetrics {
             static_files: counter!("bridge_static_files_served_total"),
             tls_reloads: ["loaded", "rejected"]
                 .map(|result| counter!("bridge_tls_certificate_reloads_total", "result" => result)),
+            acme_expiry: gauge!("bridge_acme_certificate_expiry_timestamp_seconds"),
+            acme_orders: ["issue", "renewal"].map(|kind| {
+                ["ok", "failed"].map(|result| {
+                    counter!("bridge_acme_orders_total", "kind" => kind, "result" => result)
+                })
+            }),
         }
     }
 
@@ -221,6 +240,24 @@ impl BridgeMetrics {
     /// Notes how long a successful connection to the target took.
     pub fn target_connected(&self, took: Duration) {
         self.connect_seconds.record(took.as_secs_f64());
+    }
+
+    /// Notes the expiry of the ACME certificate now served.
+    pub fn acme_certificate(&self, not_after: SystemTime) {
+        let seconds = not_after
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.acme_expiry.set(seconds);
+    }
+
+    /// Counts an ACME order, by kind and result.
+    pub fn acme_order(&self, kind: AcmeOrder, ok: bool) {
+        let kind = match kind {
+            AcmeOrder::Issue => 0,
+            AcmeOrder::Renewal => 1,
+        };
+        self.acme_orders[kind][usize::from(!ok)].increment(1);
     }
 
     /// Counts a file of the page served.
@@ -294,6 +331,14 @@ fn describe() {
     describe_counter!(
         "bridge_tls_certificate_reloads_total",
         "Changed --tls-cert/--tls-key pairs, by result: loaded (served to new handshakes) or rejected (unreadable, or the key is not the certificate's: the old pair is kept)."
+    );
+    describe_gauge!(
+        "bridge_acme_certificate_expiry_timestamp_seconds",
+        "With --acme-domain: when the certificate served expires (notAfter, Unix time); 0 before there is one."
+    );
+    describe_counter!(
+        "bridge_acme_orders_total",
+        "With --acme-domain: certificate orders to the CA, by kind (issue: none was served; renewal) and result (ok, failed)."
     );
 }
 

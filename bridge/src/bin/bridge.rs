@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bridge::acme::{self, Acme, AcmeConfig};
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
 use bridge::origin::{AllowedOrigin, Origin, OriginPolicy};
 use bridge::session::SessionConfig;
@@ -153,8 +154,76 @@ struct Args {
     #[arg(long, value_name = "MÁQUINA:PUERTO")]
     metrics: Option<HostPort>,
 
+    // --- Automatic HTTPS (ACME): a separate block, see `AcmeArgs`. ---
+    #[command(flatten)]
+    acme: AcmeArgs,
+
     #[command(flatten)]
     flags: HelpFlags,
+}
+
+/// The `--acme-*` flags.
+#[derive(Debug, clap::Args)]
+struct AcmeArgs {
+    /// Nombre DNS para el que el puente obtiene solo su certificado de una
+    /// CA ACME (Let's Encrypt por defecto) y lo renueva sin reiniciar
+    /// (repetible); no con --tls-cert. La CA comprueba el puerto 443: el puente debe escuchar
+    /// en él o recibirlo reenviado.
+    #[arg(
+        long = "acme-domain",
+        value_name = "NOMBRE",
+        conflicts_with = "tls_cert"
+    )]
+    domains: Vec<String>,
+
+    /// Correo de contacto para los avisos de la CA.
+    #[arg(long = "acme-email", value_name = "CORREO", requires = "domains")]
+    email: Option<String>,
+
+    /// URL del directorio ACME de la CA.
+    #[arg(long = "acme-directory", value_name = "URL", default_value = acme::LETS_ENCRYPT)]
+    directory: String,
+
+    /// Raíz PEM más en la que confiar al hablar con la CA (una CA privada
+    /// o de pruebas).
+    #[arg(long = "acme-ca-cert", value_name = "FICHERO", requires = "domains")]
+    ca_cert: Option<PathBuf>,
+
+    /// Carpeta donde se guardan la cuenta y el certificado [por defecto:
+    /// $XDG_DATA_HOME/sockets-tema12/acme, o ~/.local/share/sockets-tema12/acme].
+    #[arg(long = "acme-cache", value_name = "DIR", requires = "domains")]
+    cache: Option<PathBuf>,
+
+    /// Renueva el certificado cuando le queden estos días; por defecto, a
+    /// los dos tercios de su vida.
+    #[arg(long = "acme-renew-within", value_name = "DÍAS", requires = "domains",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    renew_within: Option<u32>,
+}
+
+impl AcmeArgs {
+    /// The ACME settings, if `--acme-domain` was given.
+    fn config(&self) -> anyhow::Result<Option<AcmeConfig>> {
+        if self.domains.is_empty() {
+            return Ok(None);
+        }
+        let cache = match &self.cache {
+            Some(cache) => cache.clone(),
+            None => AcmeConfig::default_cache().context(
+                "no se sabe dónde guardar el certificado: defina HOME o use --acme-cache",
+            )?,
+        };
+        Ok(Some(AcmeConfig {
+            domains: self.domains.clone(),
+            email: self.email.clone(),
+            directory: self.directory.clone(),
+            ca_cert: self.ca_cert.clone(),
+            cache,
+            renew_within: self
+                .renew_within
+                .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
+        }))
+    }
 }
 
 fn main() -> ExitCode {
@@ -174,6 +243,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let acme_config = args.acme.config()?;
     let mut config = config_of(args)?;
     config.tls = certificates
         .as_ref()
@@ -190,8 +260,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Before the first line, which tells harnesses the bridge is up.
     reload_on_sighup(certificates.as_ref().map(WatchedPair::trigger))?;
+    // After the metrics (it counts there), before serving (a cached
+    // certificate is served from the first handshake).
+    let acme = match acme_config {
+        Some(acme_config) => {
+            let domains = acme_config.domains.join(", ");
+            let acme = Acme::new(acme_config, Arc::clone(&config.metrics))?;
+            config.tls = Some(acme.acceptor()?);
+            Some((acme, domains))
+        }
+        None => None,
+    };
     // The first line names the bridge's address (harnesses read it).
     announce_addresses(&listener, &config)?;
+    if let Some((_, domains)) = &acme {
+        announce(&format!(
+            "HTTPS automático (ACME) para {domains}: la CA comprueba el puerto 443, que debe llegar a este puente"
+        ));
+    }
     if let Some((metrics_listener, exporter)) = scraped {
         let metrics_addr = metrics_listener
             .local_addr()
@@ -203,6 +289,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     if let Some(certificates) = certificates {
         tokio::spawn(certificates.watch(Arc::clone(&config.metrics), stop.clone()));
+    }
+    if let Some((acme, _)) = acme {
+        tokio::spawn(acme.run(stop.clone()));
     }
     let drain = config.drain;
     let serving = bridge::serve(listener, config, stop.clone());
