@@ -42,12 +42,7 @@ async fn conversation(
     let ended = within(
         PATIENCE,
         "the conversation",
-        converse(
-            StreamLink::new(stream),
-            input,
-            &mut output,
-            answer_timeout,
-        ),
+        converse(StreamLink::new(stream), input, &mut output, answer_timeout),
     )
     .await
     .map_err(|error| error.to_string());
@@ -166,10 +161,7 @@ async fn a_silent_server_times_out() {
     let asked = tokio::time::Instant::now();
     let (printed, ended) = conversation(addr, b"Hola\n", Duration::from_secs(3)).await;
     assert_eq!(printed, " -> ");
-    assert_eq!(
-        ended,
-        Err(String::from("el servidor no respondió en 3 s"))
-    );
+    assert_eq!(ended, Err(String::from("el servidor no respondió en 3 s")));
     assert!(asked.elapsed() >= Duration::from_secs(3));
 }
 

@@ -98,13 +98,18 @@ async fn the_flags_reach_the_server() {
     let idle = log
         .find("[#1] Conexión cerrada: sin actividad durante 1 s")
         .unwrap_or_else(|| panic!("{log}"));
-    let served = log.find("[#2] Conexión desde: 203.0.113.8:1 (vía").unwrap_or_else(|| panic!("{log}"));
+    let served = log
+        .find("[#2] Conexión desde: 203.0.113.8:1 (vía")
+        .unwrap_or_else(|| panic!("{log}"));
     assert!(idle < served, "{log}");
     assert!(
         log.contains("[#1] Conexión desde: 203.0.113.7:51234 (vía 127.0.0.1:"),
         "{log}"
     );
-    assert!(log.contains("[#1] desde el usuario conectado: abcde… ("), "{log}");
+    assert!(
+        log.contains("[#1] desde el usuario conectado: abcde… ("),
+        "{log}"
+    );
 }
 
 /// SIGTERM or Ctrl-C: the process stops accepting, closes its connections

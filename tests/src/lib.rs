@@ -56,6 +56,28 @@ pub fn built(name: &str) -> PathBuf {
         let target_dir = profile_dir.parent().expect("target/<profile>");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = std::process::Command::new(cargo);
+        // Without what cargo set for this test's own run: inherited, the
+        // test's CARGO_MANIFEST_DIR reads as a change to crates that track
+        // it (ring), and each build from a test would rebuild them and
+        // everything above, then the next plain `cargo build` again.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_by_cargo = matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            ) || key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_");
+            if set_by_cargo {
+                command.env_remove(key.as_ref());
+            }
+        }
         command
             .args(["build", "--quiet", "--bin", name, "--target-dir"])
             .arg(target_dir)

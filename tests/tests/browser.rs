@@ -84,10 +84,8 @@ impl Browser {
             .spawn()
             .expect("chromedriver: run scripts/setup --browser first");
         let port = driver_port(&mut driver).await;
-        let profile = TempDir(std::env::temp_dir().join(format!(
-            "chromium-{}-{port}",
-            std::process::id()
-        )));
+        let profile =
+            TempDir(std::env::temp_dir().join(format!("chromium-{}-{port}", std::process::id())));
         let capabilities = serde_json::json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -396,7 +394,7 @@ const GROWN: Duration = Duration::from_secs(3);
 const MOST_ATTEMPTS: usize = 6;
 /// Slack on the announced pause: the page, the bridge and the test share
 /// two busy cores.
-const MARGIN: Duration = Duration::from_secs(2);
+const MARGIN: Duration = Duration::from_secs(4);
 
 #[tokio::test]
 async fn with_servidor_down_the_page_backs_off_then_returns_within_the_announced_pause() {
