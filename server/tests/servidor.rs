@@ -60,14 +60,17 @@ async fn each_log_line_names_its_client() {
 
 /// The flags reach the server: the PROXY header of a trusted proxy names
 /// the client, the preview is cut at `--log-preview`, an idle client is
-/// closed after `--idle-timeout`, and a second client is served only once
-/// the one place of `--max-connections` is free. About a second, the
-/// shortest idle timeout the flag takes.
+/// closed after `--idle-timeout`, a second client is served only once the
+/// one place of `--max-connections` is free, and closed after
+/// `--write-timeout` when it does not read. About two seconds: the
+/// shortest timeouts the flags take.
 #[tokio::test]
 async fn the_flags_reach_the_server() {
     let server = servidor(
         &[
             "--idle-timeout",
+            "1",
+            "--write-timeout",
             "1",
             "--max-connections",
             "1",
@@ -92,6 +95,13 @@ async fn the_flags_reach_the_server() {
         .await
         .unwrap();
     assert_eq!(read_line(&mut second).await, b"DOS\n");
+    // Then the second client never reads (at once: it may be idle for at
+    // most a second too), and is closed after `--write-timeout`. It pushes
+    // until the server closes, so no write of it is a guess.
+    let pushing = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        while second.write_all(&chunk).await.is_ok() {}
+    });
     // Served only after the first was closed for its silence.
     server.wait_for_log("[#2] Conexión desde").await;
     let log = server.log();
@@ -110,6 +120,11 @@ async fn the_flags_reach_the_server() {
         log.contains("[#1] desde el usuario conectado: abcde… ("),
         "{log}"
     );
+
+    server
+        .wait_for_log("[#2] Conexión cerrada: el cliente no leyó la respuesta en 1 s")
+        .await;
+    within(PATIENCE, "the push to fail", pushing).await.unwrap();
 }
 
 /// SIGTERM or Ctrl-C: the process stops accepting, closes its connections
