@@ -1,17 +1,23 @@
-//! `servidor --metrics`: after a known sequence of clients every counter
-//! has its exact value, the gauges follow the live connections, the
-//! endpoint passes `promtool check metrics`, and the metrics port answers
-//! nothing but `GET /metrics`.
+//! servidor's metrics: after a known sequence of clients every counter has
+//! its exact value and the gauges follow the live connections (with
+//! `servidor::serve` in the test process, read from its exporter once
+//! `serve` has returned or the server has nothing left to do), the text
+//! passes `promtool check metrics`, the metrics port answers nothing but
+//! `GET /metrics`; and, with the binary, `--metrics` and its refusal.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod in_process;
 
+use std::sync::Arc;
+
+use in_process::{settle, Served};
+use netkit::metrics::Exporter;
+use servidor::{Config, ServerMetrics};
 use testkit::{
-    http_exchange, http_get, metrics_addr, promtool_check, read_to_end, round_trip, scrape,
-    scrape_until, Running, Scrape,
+    http_exchange, http_get, metrics_addr, promtool_check, read_line, read_to_end, round_trip,
+    scrape, Running, Scrape,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Every cause a connection can end with.
 const CAUSES: [&str; 5] = [
@@ -22,33 +28,19 @@ const CAUSES: [&str; 5] = [
     "failed",
 ];
 
-async fn servidor(extra: &[&str]) -> (Running, SocketAddr) {
-    let mut args = vec!["--port", "0", "--metrics", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let running = Running::start(
-        env!("CARGO_BIN_EXE_servidor"),
-        &args,
-        &[("RUST_LOG", "info")],
-    )
-    .await;
-    let metrics = metrics_addr(&running).await;
-    (running, metrics)
-}
-
 fn ended(scrape: &Scrape, cause: &str) -> f64 {
     scrape.value("servidor_connections_ended_total", &[("cause", cause)])
 }
 
 #[tokio::test]
 async fn two_clients_one_invalid_byte_counted_exactly() {
-    let (server, metrics) = servidor(&[]).await;
-    let before = scrape(metrics).await;
+    let mut served = Served::with_metrics(Config::default()).await;
+    let before = served.scrape();
     assert_eq!(
         before.value("servidor_connections_accepted_total", &[]),
         0.0
     );
     assert_eq!(before.value("servidor_connections_open", &[]), 0.0);
-    assert_eq!(before.value("servidor_connections_max", &[]), 10_000.0);
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
         before.value("servidor_build_info", &[("version", version)]),
@@ -57,13 +49,14 @@ async fn two_clients_one_invalid_byte_counted_exactly() {
     assert!(before.value("process_resident_memory_bytes", &[]) > 0.0);
     assert!(before.value("process_open_fds", &[]) > 0.0);
 
-    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    let mut first = served.connect().await;
     assert_eq!(round_trip(&mut first, b"hola\n").await, b"HOLA\n");
-    let mut second = TcpStream::connect(server.addr).await.unwrap();
+    let mut second = served.connect().await;
     assert_eq!(round_trip(&mut second, b"a\xFFb\n").await, b"A\xFFB\n");
 
     // Both answered, so both were accepted and counted before the answer.
-    let live = scrape(metrics).await;
+    let live = served.scrape();
+    assert_eq!(live.value("servidor_connections_max", &[]), 10_000.0);
     assert_eq!(live.value("servidor_connections_open", &[]), 2.0);
     assert_eq!(live.value("servidor_connections_accepted_total", &[]), 2.0);
     assert_eq!(live.value("servidor_received_bytes_total", &[]), 9.0);
@@ -75,23 +68,15 @@ async fn two_clients_one_invalid_byte_counted_exactly() {
 
     for mut client in [first, second] {
         client.shutdown().await.unwrap();
+        // The server's end of the answers: it has decided the ending.
         assert_eq!(read_to_end(&mut client).await.unwrap(), b"");
     }
-    let after = scrape_until(metrics, "both connections ended", |scrape| {
-        ended(scrape, "client_closed") == 2.0
-    })
-    .await;
-    // The gauge comes down as the connection's task ends, just after the
-    // count of its ending.
-    let after = if after.value("servidor_connections_open", &[]) == 0.0 {
-        after
-    } else {
-        scrape_until(metrics, "no connection open", |scrape| {
-            scrape.value("servidor_connections_open", &[]) == 0.0
-        })
-        .await
-    };
+    // `serve` returns once every connection's task has ended: the counts
+    // are final.
+    served.stop().await;
+    let after = served.scrape();
     for (name, expected) in [
+        ("servidor_connections_open", 0.0),
         ("servidor_connections_accepted_total", 2.0),
         ("servidor_received_bytes_total", 9.0),
         ("servidor_sent_bytes_total", 9.0),
@@ -102,58 +87,113 @@ async fn two_clients_one_invalid_byte_counted_exactly() {
     ] {
         assert_eq!(after.value(name, &[]), expected, "{name}");
     }
+    assert_eq!(ended(&after, "client_closed"), 2.0);
     for cause in CAUSES.into_iter().filter(|&cause| cause != "client_closed") {
         assert_eq!(ended(&after, cause), 0.0, "{cause}");
     }
     promtool_check(&after.text);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn each_ending_is_counted_by_its_cause() {
+    let config = Config {
+        idle_timeout: std::time::Duration::from_secs(1),
+        ..Config::default()
+    };
+    let mut served = Served::with_metrics(config).await;
+    // idle_timeout: silent until closed.
+    let mut idle = served.connect().await;
+    assert_eq!(read_to_end(&mut idle).await.unwrap(), b"");
+    // client_closed: the client ends its side.
+    let mut closing = served.connect().await;
+    assert_eq!(round_trip(&mut closing, b"x\n").await, b"X\n");
+    closing.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut closing).await.unwrap(), b"");
+    // shutdown: open when the server stops.
+    let mut open = served.connect().await;
+    assert_eq!(round_trip(&mut open, b"y\n").await, b"Y\n");
+    settle().await;
+    served.signal_stop();
+    assert_eq!(read_to_end(&mut open).await.unwrap(), b"");
+    drop(open);
+    served.stop().await;
+    let after = served.scrape();
+    assert_eq!(ended(&after, "idle_timeout"), 1.0, "{}", after.text);
+    assert_eq!(ended(&after, "shutdown"), 1.0, "{}", after.text);
+    assert_eq!(ended(&after, "client_closed"), 1.0, "{}", after.text);
+    assert_eq!(ended(&after, "failed"), 0.0, "{}", after.text);
+}
+
+#[tokio::test(start_paused = true)]
 async fn clients_past_the_limit_wait_and_the_wait_shows() {
-    let (server, metrics) = servidor(&["--max-connections", "1"]).await;
-    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let served = Served::with_metrics(config).await;
+    let mut first = served.connect().await;
     assert_eq!(round_trip(&mut first, b"uno\n").await, b"UNO\n");
     // The one place is taken: the server waits for it before accepting.
-    let full = scrape_until(metrics, "the limit reached", |scrape| {
-        scrape.value("servidor_connection_limit_waiting", &[]) == 1.0
-    })
-    .await;
+    settle().await;
+    let full = served.scrape();
+    assert_eq!(full.value("servidor_connection_limit_waiting", &[]), 1.0);
     assert_eq!(
         full.value("servidor_connection_limit_reached_total", &[]),
         1.0
     );
 
-    // The second client waits in the backlog, and is served once the
-    // first leaves.
-    let mut second = TcpStream::connect(server.addr).await.unwrap();
+    // The second client waits in the backlog (ten seconds pass only while
+    // the server has nothing to do), and is served once the first leaves.
+    let mut second = TcpStream::connect(served.addr).await.unwrap();
     second.write_all(b"dos\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let waiting = scrape(metrics).await;
+    let mut byte = [0u8; 1];
+    let early =
+        tokio::time::timeout(std::time::Duration::from_secs(10), second.read(&mut byte)).await;
+    assert!(early.is_err(), "served past the limit");
+    let waiting = served.scrape();
     assert_eq!(
         waiting.value("servidor_connections_accepted_total", &[]),
         1.0
     );
     assert_eq!(waiting.value("servidor_connections_open", &[]), 1.0);
     drop(first);
-    assert_eq!(testkit::read_line(&mut second).await, b"DOS\n");
-    let served = scrape_until(metrics, "the second client served", |scrape| {
-        scrape.value("servidor_connections_accepted_total", &[]) == 2.0
-            && scrape.value("servidor_connection_limit_reached_total", &[]) == 2.0
-    })
-    .await;
-    assert_eq!(served.value("servidor_connection_limit_waiting", &[]), 1.0);
+    assert_eq!(read_line(&mut second).await, b"DOS\n");
+    settle().await;
+    let served_now = served.scrape();
+    assert_eq!(
+        served_now.value("servidor_connections_accepted_total", &[]),
+        2.0
+    );
+    assert_eq!(
+        served_now.value("servidor_connection_limit_reached_total", &[]),
+        2.0
+    );
+    assert_eq!(
+        served_now.value("servidor_connection_limit_waiting", &[]),
+        1.0
+    );
 
     drop(second);
-    scrape_until(metrics, "a free place again", |scrape| {
-        scrape.value("servidor_connection_limit_waiting", &[]) == 0.0
-            && scrape.value("servidor_connections_open", &[]) == 0.0
-    })
-    .await;
+    settle().await;
+    let free = served.scrape();
+    assert_eq!(free.value("servidor_connection_limit_waiting", &[]), 0.0);
+    assert_eq!(free.value("servidor_connections_open", &[]), 0.0);
 }
 
 #[tokio::test]
 async fn the_metrics_port_serves_get_metrics_and_nothing_else() {
-    let (_server, metrics) = servidor(&[]).await;
+    let exporter = Exporter::new("servidor", env!("CARGO_PKG_VERSION"), &[]).unwrap();
+    let _metrics = exporter.register(ServerMetrics::register);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = listener.local_addr().unwrap();
+    tokio::spawn(netkit::metrics::serve(listener, Arc::new(exporter)));
+
+    let scraped = scrape(metrics).await;
+    assert_eq!(
+        scraped.value("servidor_connections_accepted_total", &[]),
+        0.0
+    );
+
     let missing = http_get(metrics, "/").await;
     assert_eq!(missing.status, 404, "{missing:?}");
     assert!(missing.body.contains("/metrics"), "{missing:?}");
@@ -170,10 +210,30 @@ async fn the_metrics_port_serves_get_metrics_and_nothing_else() {
 }
 
 #[tokio::test]
-async fn without_the_flag_nothing_is_served_and_a_bad_address_is_refused() {
+async fn the_binary_serves_its_metrics_with_the_flag_only() {
+    let with = Running::start(
+        env!("CARGO_BIN_EXE_servidor"),
+        &["--port", "0", "--metrics", "127.0.0.1:0"],
+        &[],
+    )
+    .await;
+    let metrics = metrics_addr(&with).await;
+    let mut client = TcpStream::connect(with.addr).await.unwrap();
+    assert_eq!(round_trip(&mut client, b"hola\n").await, b"HOLA\n");
+    // Answered, so accepted and counted before the answer.
+    let scraped = scrape(metrics).await;
+    assert_eq!(
+        scraped.value("servidor_connections_accepted_total", &[]),
+        1.0
+    );
+    assert_eq!(scraped.value("servidor_received_bytes_total", &[]), 5.0);
+    assert!(scraped.value("process_resident_memory_bytes", &[]) > 0.0);
+    promtool_check(&scraped.text);
+
     let plain = Running::start(env!("CARGO_BIN_EXE_servidor"), &["--port", "0"], &[]).await;
     let mut client = TcpStream::connect(plain.addr).await.unwrap();
     assert_eq!(round_trip(&mut client, b"hola\n").await, b"HOLA\n");
     assert!(!plain.log().contains("Métricas"), "{}", plain.log());
-    // A bad address is a usage error: see usage.rs.
 }
+
+// A bad address is a usage error: see usage.rs.

@@ -1,6 +1,9 @@
-//! The harness for tests that run the real binaries: a process on a free
-//! port with its log captured, a program with piped input, the tutorial's
-//! Python programs, and a deadline for every wait.
+//! The harness for tests that run the real binaries or the daemons'
+//! libraries: a process on port 0 with its log captured as a stream of
+//! lines, the `tracing` events of an in-process server captured the same
+//! way, a port held closed for a server that comes back, a program with
+//! piped input, the tutorial's Python programs, and a deadline for every
+//! wait.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,8 +13,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+mod capture;
+pub use capture::{capture_log, CapturedLog};
 
 /// The longest any single step of a test may take.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -49,6 +56,28 @@ pub fn built(name: &str) -> PathBuf {
         let target_dir = profile_dir.parent().expect("target/<profile>");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = std::process::Command::new(cargo);
+        // Without what cargo set for this test's own run: inherited, the
+        // test's CARGO_MANIFEST_DIR reads as a change to crates that track
+        // it (ring), and each build from a test would rebuild them and
+        // everything above, then the next plain `cargo build` again.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_by_cargo = matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            ) || key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_");
+            if set_by_cargo {
+                command.env_remove(key.as_ref());
+            }
+        }
         command
             .args(["build", "--quiet", "--bin", name, "--target-dir"])
             .arg(target_dir)
@@ -217,6 +246,55 @@ pub async fn silent_websocket(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A loopback port held closed: a socket bound to it that does not listen,
+/// so connecting is refused (as to a stopped server) and nothing else can
+/// take the port. [`HeldPort::listen`] opens a listener there whenever the
+/// test brings its server (back) up; it and the holder share the port
+/// through `SO_REUSEPORT`, which an in-process server's listener needs
+/// (the binaries do not set it).
+pub struct HeldPort {
+    _holder: TcpSocket,
+    addr: SocketAddr,
+}
+
+impl HeldPort {
+    /// A port of 127.0.0.1 the kernel chose, held closed.
+    pub fn new() -> HeldPort {
+        let holder = TcpSocket::new_v4().expect("a socket");
+        holder.set_reuseport(true).expect("SO_REUSEPORT");
+        holder
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("a port of 127.0.0.1");
+        let addr = holder.local_addr().expect("the bound address");
+        HeldPort {
+            _holder: holder,
+            addr,
+        }
+    }
+
+    /// The held address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A listener on the held port; when it is dropped the port is refused
+    /// again, still held.
+    pub fn listen(&self) -> TcpListener {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket.set_reuseport(true).expect("SO_REUSEPORT");
+        // Connections of an earlier listener may linger in TIME_WAIT.
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(self.addr).expect("the held port");
+        socket.listen(1024).expect("listening on the held port")
+    }
+}
+
+impl Default for HeldPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The tutorial's own Python programs (`servidor.py`, `cliente.py`).
 pub fn tutorial_program(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -224,12 +302,70 @@ pub fn tutorial_program(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A log as it grows: every appended line wakes whoever waits for one, so
+/// a test waits for the line it needs rather than polling.
+#[derive(Clone, Debug)]
+pub struct LogBook {
+    text: Arc<watch::Sender<String>>,
+}
+
+impl Default for LogBook {
+    fn default() -> Self {
+        Self {
+            text: Arc::new(watch::Sender::new(String::new())),
+        }
+    }
+}
+
+impl LogBook {
+    /// Appends `line` (with its `\n`) and wakes the waiters.
+    pub fn append(&self, line: &str) {
+        self.text.send_modify(|text| text.push_str(line));
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.text.borrow().clone()
+    }
+
+    /// How many times `needle` occurs in the log so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text.borrow().matches(needle).count()
+    }
+
+    /// Waits (at most [`PATIENCE`]) until `ready` holds for the log; fails
+    /// the test naming `what` otherwise.
+    pub async fn wait_until(&self, what: &str, ready: impl FnMut(&String) -> bool) {
+        let mut changes = self.text.subscribe();
+        let waited = tokio::time::timeout(PATIENCE, changes.wait_for(ready)).await;
+        match waited {
+            Ok(Ok(_)) => {}
+            // The sender lives in `self`: the channel cannot close.
+            Ok(Err(_)) => unreachable!("the log's sender is held by the log"),
+            Err(_) => panic!("the log never showed {what}; it holds:\n{}", self.text()),
+        }
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_for(&self, needle: &str) {
+        self.wait_until(&format!("{needle:?}"), |text| text.contains(needle))
+            .await;
+    }
+
+    /// Waits until `needle` occurs `times` times in the log.
+    pub async fn wait_for_count(&self, needle: &str, times: usize) {
+        let what = format!("{needle:?} {times} times");
+        self.wait_until(&what, |text| text.matches(needle).count() >= times)
+            .await;
+    }
+}
+
 /// A running process whose first stdout line named its address, with the
 /// rest of its output collected. Killed when dropped.
 pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    log: LogBook,
 }
 
 impl Running {
@@ -254,7 +390,7 @@ impl Running {
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
+        let log = LogBook::default();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         within(PATIENCE, "the address line", stdout.read_line(&mut first))
@@ -265,29 +401,24 @@ impl Running {
             .last()
             .and_then(|word| word.parse().ok())
             .unwrap_or_else(|| panic!("no address in first line {first:?}"));
-        collect(stdout, Arc::clone(&log));
-        collect(
-            BufReader::new(child.stderr.take().unwrap()),
-            Arc::clone(&log),
-        );
+        collect(stdout, log.clone());
+        collect(BufReader::new(child.stderr.take().unwrap()), log.clone());
         Running { child, addr, log }
     }
 
     /// Everything printed after the address line, stdout and stderr mixed.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.text()
     }
 
-    /// Waits until the log contains `needle`.
+    /// The log as a stream of lines, to wait on.
+    pub fn log_book(&self) -> &LogBook {
+        &self.log
+    }
+
+    /// Waits until the log contains `needle` (woken by each new line).
     pub async fn wait_for_log(&self, needle: &str) {
-        let waiting = async {
-            while !self.log().contains(needle) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        if tokio::time::timeout(PATIENCE, waiting).await.is_err() {
-            panic!("log never showed {needle:?}; it holds:\n{}", self.log());
-        }
+        self.log.wait_for(needle).await;
     }
 
     pub fn signal(&self, name: &str) {
@@ -308,7 +439,7 @@ impl Running {
 
 fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     mut reader: BufReader<R>,
-    log: Arc<Mutex<String>>,
+    log: LogBook,
 ) {
     tokio::spawn(async move {
         let mut line = Vec::new();
@@ -316,10 +447,7 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
             line.clear();
             match reader.read_until(b'\n', &mut line).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) => log
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&line)),
+                Ok(_) => log.append(&String::from_utf8_lossy(&line)),
             }
         }
     });

@@ -1,8 +1,13 @@
 //! The browser page end to end, in a real headless Chromium driven through
-//! WebDriver: `servidor` and `bridge --web dist` on free ports, the page
-//! built with trunk. Needs `scripts/setup --browser`.
+//! WebDriver: `servidor::serve` in the test process and `bridge --web dist`
+//! in front of it, each on a port the kernel chose (a servidor that comes
+//! back returns to a port the test holds), the page built with trunk.
+//! Needs `scripts/setup --browser`.
+//!
+//! The page's text is waited on through a `MutationObserver` in the page,
+//! not polled.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -11,18 +16,13 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use testkit::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The page, gzipped, must stay within this.
 const SIZE_BUDGET: usize = 40 * 1024;
-
-/// A port free a moment ago (chromedriver cannot be told to pick one).
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap()
-}
 
 /// A headless Chromium under chromedriver, closed when dropped.
 struct Browser {
@@ -75,15 +75,16 @@ impl Browser {
     }
 
     async fn launch(width: u32, height: u32, network: bool) -> Browser {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver: run scripts/setup --browser first");
-        let profile = TempDir(std::env::temp_dir().join(format!("chromium-{port}")));
+        let port = driver_port(&mut driver).await;
+        let profile =
+            TempDir(std::env::temp_dir().join(format!("chromium-{}-{port}", std::process::id())));
         let capabilities = serde_json::json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -104,20 +105,17 @@ impl Browser {
             serde_json::Value::Object(map) => map,
             _ => unreachable!(),
         };
+        // ChromeDriver listens once it has said so: one attempt.
         let url = format!("http://127.0.0.1:{port}");
-        let client = within(PATIENCE, "chromedriver and chromium", async {
-            loop {
-                let attempt = ClientBuilder::new(HttpConnector::new())
-                    .capabilities(capabilities.clone())
-                    .connect(&url)
-                    .await;
-                match attempt {
-                    Ok(client) => return client,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        })
-        .await;
+        let client = within(
+            PATIENCE,
+            "chromedriver and chromium",
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&url),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a session of chromedriver on port {port}: {e}"));
         Browser {
             client,
             _driver: driver,
@@ -125,21 +123,46 @@ impl Browser {
         }
     }
 
+    /// The element's rendered text (`innerText`, trimmed).
     async fn text_of(&self, id: &str) -> String {
-        let element = self.client.find(Locator::Id(id)).await.unwrap();
-        element.text().await.unwrap()
+        let script = "return document.getElementById(arguments[0]).innerText.trim()";
+        let text = self
+            .client
+            .execute(script, vec![id.into()])
+            .await
+            .unwrap_or_else(|e| panic!("the text of #{id}: {e}"));
+        text.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits, in the page, until the element's text is no longer `seen`,
+    /// and returns it: a `MutationObserver` answers on the change.
+    async fn next_text(&self, id: &str, seen: &str) -> String {
+        const SCRIPT: &str = "
+            const [id, seen, done] = arguments;
+            const element = document.getElementById(id);
+            const text = () => element.innerText.trim();
+            const observer = new MutationObserver(() => {
+                if (text() !== seen) { observer.disconnect(); done(text()); }
+            });
+            if (text() !== seen) { done(text()); }
+            else { observer.observe(element, { childList: true, subtree: true, characterData: true }); }
+        ";
+        let text = self
+            .client
+            .execute_async(SCRIPT, vec![id.into(), seen.into()])
+            .await
+            .unwrap_or_else(|e| panic!("a change of #{id}: {e}"));
+        text.as_str().unwrap_or_default().to_owned()
     }
 
     /// Waits until the element's text satisfies `test`; returns it.
     async fn wait_text(&self, id: &str, what: &str, test: impl Fn(&str) -> bool) -> String {
         let waiting = async {
-            loop {
-                let text = self.text_of(id).await;
-                if test(&text) {
-                    return text;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut text = self.text_of(id).await;
+            while !test(&text) {
+                text = self.next_text(id, &text).await;
             }
+            text
         };
         match tokio::time::timeout(PATIENCE, waiting).await {
             Ok(text) => text,
@@ -214,12 +237,44 @@ impl Browser {
     }
 }
 
-/// `servidor` on `port` (0: a free one), and a bridge in front serving the page.
-async fn system(port: u16) -> (Running, Running) {
+/// The port ChromeDriver says it listens on, from its line `ChromeDriver
+/// was started successfully on port N.`
+async fn driver_port(driver: &mut Child) -> u16 {
+    let stdout = driver.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let said = within(PATIENCE, "chromedriver's port", async {
+        while let Some(line) = lines.next_line().await.expect("chromedriver's output") {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return rest.trim_end_matches('.').parse().ok();
+            }
+        }
+        None
+    })
+    .await;
+    // The rest of its output is not needed; it must not fill the pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    said.expect("chromedriver never said its port")
+}
+
+/// `servidor::serve` on `listener`, in the test's runtime, until the guard
+/// is dropped.
+fn serve(listener: TcpListener) -> DropGuard {
+    let stop = CancellationToken::new();
+    tokio::spawn(servidor::serve(
+        listener,
+        servidor::Config::default(),
+        stop.clone(),
+    ));
+    stop.drop_guard()
+}
+
+/// servidor on a port the kernel chose, and a bridge in front serving the page.
+async fn system() -> (DropGuard, Running) {
     let dist = built_page();
-    let port = port.to_string();
-    let server = Running::start(servidor_exe(), &["--port", &port], &[]).await;
-    let bridge = bridge_to(server.addr, &["--web", dist.to_str().unwrap()]).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let server = serve(listener);
+    let bridge = bridge_to(target, &["--web", dist.to_str().unwrap()]).await;
     (server, bridge)
 }
 
@@ -227,9 +282,9 @@ fn page_url(bridge: SocketAddr) -> String {
     format!("http://{bridge}/")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
-    let (_server, bridge) = system(0).await;
+    let (_server, bridge) = system().await;
     let browser = Browser::start(1000, 800).await;
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
     let status = browser
@@ -262,18 +317,20 @@ async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
     browser.client.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
-    let (mut server, bridge) = system(0).await;
-    let port = server.addr.port();
+    let dist = built_page();
+    let held = HeldPort::new();
+    let server = serve(held.listen());
+    let bridge = bridge_to(held.addr(), &["--web", dist.to_str().unwrap()]).await;
     let browser = Browser::start(1000, 800).await;
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
     browser
         .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
         .await;
 
-    server.signal("TERM");
-    assert!(server.wait_exit(PATIENCE).await.success());
+    // servidor stops; its port stays held, refusing connections.
+    drop(server);
     let status = browser
         .wait_text("estado", "Desconectado with a reason", |t| {
             t.starts_with("Desconectado (código") && t.contains("servidor")
@@ -297,8 +354,7 @@ async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
     );
     field.clear().await.unwrap();
 
-    let port = port.to_string();
-    let _again = Running::start(servidor_exe(), &["--port", &port], &[]).await;
+    let _again = serve(held.listen());
     browser
         .wait_text("estado", "Conectado again", |t| {
             t.starts_with("Conectado a")
@@ -327,90 +383,89 @@ fn the_announced_pause_is_read_with_its_decimal_comma() {
     assert_eq!(announced_pause("Conectando a ws://x/ws…"), None);
 }
 
-/// How long servidor stays down while the page is watched.
-const DOWN_FOR: Duration = Duration::from_secs(15);
-/// The most WebSockets one page may open meanwhile. The old backoff, reset
-/// by every open, opened about 30; this one 6 at most (its shortest pauses,
-/// 0.375 + 0.75 + 1.5 + 3 + 6 s, leave no room for a seventh).
-const MOST_ATTEMPTS: usize = 8;
-/// Slack on the announced pause: the status is polled, and the page, the
-/// bridge and servidor share two busy cores with the test.
-const MARGIN: Duration = Duration::from_secs(2);
+/// The pause, announced by the page, at which the backoff has clearly grown:
+/// its pauses start near 0.375 s and double (±25 %), so the fourth or fifth
+/// failure announces this much or more.
+const GROWN: Duration = Duration::from_secs(3);
+/// The most WebSockets one page may open until it announces a pause of
+/// [`GROWN`]: four or five with this backoff. The old one, reset by every
+/// open, never grew its pauses (the wait for one of [`GROWN`] then fails).
+const MOST_ATTEMPTS: usize = 6;
+/// Slack on the announced pause: the page, the bridge and the test share
+/// two busy cores.
+const MARGIN: Duration = Duration::from_secs(4);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn with_servidor_down_the_page_backs_off_then_returns_within_the_announced_pause() {
-    // The bridge is up, but nothing listens where servidor will come back.
+    // The bridge is up, but servidor's port is held closed until it comes back.
     let dist = built_page();
-    let target = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let bridge = bridge_to(target, &["--web", dist.to_str().unwrap()]).await;
+    let held = HeldPort::new();
+    let bridge = bridge_to(held.addr(), &["--web", dist.to_str().unwrap()]).await;
     let browser = Browser::start_recording_network(1000, 800).await;
-    let started = Instant::now();
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
 
-    // Watched for DOWN_FOR, noting each pause the page announces.
+    // Each status the page shows, until it announces a grown pause.
     let mut pauses = Vec::new();
-    let mut last = String::new();
-    while started.elapsed() < DOWN_FOR {
-        let status = browser.text_of("estado").await;
-        if status != last {
-            pauses.extend(announced_pause(&status));
-            last = status;
+    let (announced, status) = within(PATIENCE, "a pause of 3 s or more", async {
+        let mut status = browser.text_of("estado").await;
+        loop {
+            if let Some(pause) = announced_pause(&status) {
+                pauses.push(pause);
+                if pause >= GROWN {
+                    return (Instant::now() + pause, status);
+                }
+            }
+            status = browser.next_text("estado", &status).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    // servidor comes back at once where the bridge looks for it, during the
+    // pause: the page's next attempt, at the announced time, reaches it.
+    let _server = serve(held.listen());
+    let back = Instant::now();
     let attempts = browser.websockets_created().await;
-    let sessions = bridge.log().matches("sesión abierta").count();
     eprintln!(
-        "servidor down for {DOWN_FOR:?}: the page created {attempts} WebSockets \
-         (the bridge logged {sessions} sessions); pauses seen: {pauses:?}"
+        "servidor down: the page created {attempts} WebSockets (the bridge logged {} \
+         sessions); pauses seen: {pauses:?}",
+        bridge.log().matches("sesión abierta").count()
     );
+    // Perhaps one more, made before servidor was back.
     assert!(
         (2..=MOST_ATTEMPTS).contains(&attempts),
-        "{attempts} WebSockets in {DOWN_FOR:?}"
+        "{attempts} WebSockets before a pause of {GROWN:?}: {pauses:?}"
     );
-    // The pauses grew: after five or so failures the page waits seconds, not
-    // the half second it starts with.
-    let longest = pauses.iter().max().copied().unwrap_or_default();
-    assert!(longest >= Duration::from_secs(3), "pauses seen: {pauses:?}");
 
-    // servidor comes back where the bridge looks for it.
-    let port = target.port().to_string();
-    let server = Running::start(servidor_exe(), &["--port", &port], &[("RUST_LOG", "info")]).await;
-    let back = Instant::now();
-    // The page is connected when servidor sees the bridge's connection (the
-    // page's «Conectado» alone is no proof: the bridge accepts a WebSocket
-    // before it tries servidor). It must come within the pause announced
-    // once servidor is up; an attempt already under way may still fail and
-    // announce a new one, which then counts.
-    let mut deadline: Option<(Instant, String)> = None;
-    while !server.log().contains("Conexión desde:") {
-        if deadline.is_none() {
-            let status = browser.text_of("estado").await;
-            if let Some(pause) = announced_pause(&status) {
-                deadline = Some((Instant::now() + pause + MARGIN, status));
-            }
+    // Back within the announced pause: «Conectado» by then. If the test saw
+    // the pause late and an attempt was already failing when servidor came
+    // back, the pause that attempt announces counts instead (once). The
+    // bridge accepts a WebSocket before it tries servidor, so «Conectado»
+    // alone is no proof: the answer below, on the same session, is.
+    let mut deadline = announced + MARGIN;
+    let mut said = status;
+    let mut renewed = false;
+    while !said.starts_with("Conectado a") {
+        let changed = tokio::time::timeout_at(deadline.into(), browser.next_text("estado", &said))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "servidor back for {:?}, the page still not connected; it said {said:?}",
+                    back.elapsed()
+                )
+            });
+        if let Some(pause) = announced_pause(&changed) {
+            assert!(
+                !renewed,
+                "the page failed twice with servidor back: {changed:?}"
+            );
+            renewed = true;
+            deadline = Instant::now() + pause + MARGIN;
         }
-        match &deadline {
-            Some((deadline, status)) => assert!(
-                Instant::now() < *deadline,
-                "servidor back for {:?}, the page still not connected; it said {status:?}",
-                back.elapsed()
-            ),
-            None => assert!(
-                back.elapsed() < PATIENCE,
-                "servidor back for {PATIENCE:?}: no connection, no pause announced"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        said = changed;
     }
-    let reconnected = back.elapsed();
     eprintln!(
-        "servidor back: the page connected after {reconnected:?}; it had said {:?}",
-        deadline.map(|(_, status)| status)
+        "servidor back: the page connected after {:?}; it had said {said:?}",
+        back.elapsed()
     );
-    browser
-        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
-        .await;
     browser.type_message("de vuelta\u{E007}").await;
     browser
         .wait_text("registro", "DE VUELTA", |t| {
@@ -420,9 +475,9 @@ async fn with_servidor_down_the_page_backs_off_then_returns_within_the_announced
     browser.client.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn the_toggle_disconnects_and_connects() {
-    let (_server, bridge) = system(0).await;
+    let (_server, bridge) = system().await;
     let browser = Browser::start(1000, 800).await;
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
     browser
@@ -443,9 +498,9 @@ async fn the_toggle_disconnects_and_connects() {
     browser.client.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn the_page_is_readable_on_a_360_px_phone() {
-    let (_server, bridge) = system(0).await;
+    let (_server, bridge) = system().await;
     let browser = Browser::start(360, 740).await;
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
     browser

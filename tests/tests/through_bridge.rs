@@ -27,18 +27,16 @@ async fn cliente_url_talks_through_the_bridge() {
 
 #[tokio::test]
 async fn cliente_url_reports_the_bridges_reason_when_the_server_is_down() {
-    // A servidor that is stopped before the bridge is used.
-    let mut server = servidor(&[], &[]).await;
-    let bridge = bridge_to(server.addr, &[]).await;
-    server.signal("TERM");
-    server.wait_exit(PATIENCE).await;
+    // servidor is down: its port is held, refusing connections.
+    let server = HeldPort::new();
+    let bridge = bridge_to(server.addr(), &[]).await;
 
     let url = format!("ws://{}/ws", bridge.addr);
     let run = run_with_input(cliente_exe(), &["--url", &url], b"Hola\nq\n").await;
     assert_eq!(run.status.code(), Some(1), "{}", run.stdout);
     let expected = format!(
         "error: el puente cerró la sesión: 1011 no se pudo conectar con el servidor {}",
-        server.addr
+        server.addr()
     );
     assert!(run.stderr.starts_with(&expected), "{}", run.stderr);
 }
