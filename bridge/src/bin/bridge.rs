@@ -271,6 +271,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut signals =
+        shutdown::StopSignals::install().context("no se pudo instalar el manejador de señales")?;
     // The first line names the bridge's address (harnesses read it).
     announce_addresses(&listener, &config)?;
     if let Some((_, domains)) = &acme {
@@ -297,8 +299,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let serving = bridge::serve(listener, config, stop.clone());
     tokio::pin!(serving);
     tokio::select! {
-        signal = shutdown::signal() => {
-            let signal = signal.context("no se pudo instalar el manejador de señales")?;
+        signal = signals.recv() => {
             info!("{signal}: el puente cierra las sesiones con 1001 y se detiene (como mucho {drain_written})");
         }
         () = &mut serving => return Ok(()),

@@ -107,6 +107,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(address) => Some((metrics::bind(address).await?, exporter()?)),
         None => None,
     };
+    let mut signals =
+        shutdown::StopSignals::install().context("no se pudo instalar el manejador de señales")?;
     // The first line names the clients' address (harnesses read it).
     announce(&format!("Servidor escuchando en {local}"));
 
@@ -130,8 +132,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut serving = tokio::spawn(servidor::serve(listener, config, stop.clone()));
 
     tokio::select! {
-        signal = shutdown::signal() => {
-            let signal = signal.context("no se pudo instalar el manejador de señales")?;
+        signal = signals.recv() => {
             info!("{signal}: el servidor deja de aceptar conexiones y se detiene");
         }
         ended = &mut serving => {
