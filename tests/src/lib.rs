@@ -53,6 +53,24 @@ pub fn built(name: &str) -> PathBuf {
             .args(["build", "--quiet", "--bin", name, "--target-dir"])
             .arg(target_dir)
             .current_dir(repository());
+        // cargo gives a test the package's own variables (CARGO_PKG_NAME=testkit…).
+        // Some build scripts (ring's) rerun when those change, so passing them on
+        // would rebuild ring, rustls and every binary above them at each test run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|dir| dir == "release") {
             command.arg("--release");
         }
