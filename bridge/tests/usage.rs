@@ -220,11 +220,11 @@ async fn a_missing_certificate_is_said_once() {
     ])
     .await;
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
-    let expected = format!("error: no se pudo leer el certificado {missing}: ");
+    let expected = format!("error: no se pudo leer {missing}: no existe (error del sistema 2)");
     assert!(refused.stderr.starts_with(&expected), "{}", refused.stderr);
     assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
     assert_eq!(
-        refused.stderr.matches("(os error 2)").count(),
+        refused.stderr.matches("sistema 2").count(),
         1,
         "{}",
         refused.stderr

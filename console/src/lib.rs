@@ -320,6 +320,7 @@ pub fn describe_io(error: &io::Error) -> String {
         io::ErrorKind::TimedOut => "se agotó el tiempo de espera",
         io::ErrorKind::AddrInUse => "la dirección ya está en uso",
         io::ErrorKind::AddrNotAvailable => "la dirección no pertenece a esta máquina",
+        io::ErrorKind::NotFound => "no existe",
         io::ErrorKind::PermissionDenied => "permiso denegado",
         io::ErrorKind::HostUnreachable => "no se puede llegar a la máquina",
         io::ErrorKind::NetworkUnreachable => "no se puede llegar a la red",

@@ -92,6 +92,16 @@ impl Drop for Served {
 /// Lets every task run until none can: under paused time, a sleep returns
 /// only once the runtime has nothing else to do (the clock advances only
 /// then), so what the server does with what it was sent is done.
+///
+/// A paused clock moves on as soon as the runtime is idle, which can come
+/// before the kernel has handed over what a write or a close on a real
+/// socket sent (it did, on a loaded machine). So each round also blocks
+/// this thread for a moment of real time, in which the kernel delivers:
+/// nothing else runs on a test's current-thread runtime meanwhile.
 pub async fn settle() {
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
 }
