@@ -585,3 +585,56 @@ fn the_release_page_fits_in_40_kib_gzipped() {
     assert!(sizes.iter().any(|(name, _, _)| name.ends_with(".wasm")));
     assert!(total <= SIZE_BUDGET, "{total} bytes gzip is over budget");
 }
+
+#[tokio::test]
+async fn with_its_csp_in_force_the_page_reaches_only_its_bridges() {
+    let dist = built_page();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let server = serve(listener);
+    let bridge = bridge_to(target, &["--web", dist.to_str().unwrap()]).await;
+    // A second bridge, named with ?ws=, that lets in pages from the first.
+    let page_origin = format!("http://{}", bridge.addr);
+    let other = bridge_to(target, &["--allow-origin", page_origin.as_str()]).await;
+    let browser = Browser::start(1000, 800).await;
+    let url = format!("{}?ws=ws://{}/ws", page_url(bridge.addr), other.addr);
+    browser.client.goto(&url).await.unwrap();
+    let status = browser
+        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+        .await;
+    assert_eq!(status, format!("Conectado a ws://{}/ws", other.addr));
+    browser.type_message("Hola\u{E007}").await;
+    browser
+        .wait_text("registro", "HOLA", |t| {
+            t.contains("Recibido del servidor: HOLA")
+        })
+        .await;
+    // Any other address is refused by the page's own policy, before a
+    // byte leaves the browser.
+    let refused = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             document.addEventListener('securitypolicyviolation', \
+               (e) => done(e.effectiveDirective + ' ' + e.blockedURI), { once: true }); \
+             new WebSocket('ws://127.0.0.1:9/ws');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.as_str(),
+        Some("connect-src ws://127.0.0.1:9/ws"),
+        "{refused:?}"
+    );
+    // The refusal above is the only complaint: nothing the page itself
+    // does breaks its policy.
+    let errors = browser.console_errors().await;
+    let others: Vec<&String> = errors
+        .iter()
+        .filter(|error| !error.contains("ws://127.0.0.1:9/ws"))
+        .collect();
+    assert!(others.is_empty(), "errors in the console: {errors:#?}");
+    browser.client.close().await.unwrap();
+    drop(server);
+}
