@@ -3,42 +3,17 @@
 //! form start the bridge, and a port in use is said once.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use testkit::{run_with_input, Finished, PATIENCE};
+
 const BRIDGE: &str = env!("CARGO_BIN_EXE_bridge");
 
-/// How long a refused command line may take to exit.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// What a finished run printed, and how it ended.
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `bridge args…` to its end (killed if it outlives [`PATIENCE`]).
+/// Runs `bridge args…` to its end, with nothing on its input.
 async fn run(args: &[&str]) -> Finished {
-    let child = Command::new(BRIDGE)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("bridge starts");
-    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("bridge {args:?} did not exit"))
-        .expect("bridge's output");
-    Finished {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run_with_input(BRIDGE, args, b"").await
 }
 
 #[tokio::test]
@@ -88,7 +63,7 @@ async fn a_bad_value_is_a_usage_error_naming_its_flag() {
             vec!["--listen", "127.0.0.1:0", flag, value]
         };
         let run = run(&args).await;
-        assert_eq!(run.code, Some(2), "{flag} {value}: {}", run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{flag} {value}: {}", run.stderr);
         let named = format!("error: valor no válido «{value}» para {flag} <");
         assert!(
             run.stderr.starts_with(&named),
@@ -166,7 +141,7 @@ async fn a_port_in_use_is_said_once() {
     let address = taken.local_addr().expect("its address").to_string();
 
     let refused = run(&["--listen", &address]).await;
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
     let expected = format!("error: no se pudo escuchar en {address}: la dirección ya está en uso");
     assert!(refused.stderr.starts_with(&expected), "{}", refused.stderr);
     assert_eq!(
@@ -178,7 +153,7 @@ async fn a_port_in_use_is_said_once() {
     assert!(!refused.stderr.contains("os error"), "{}", refused.stderr);
 
     let refused = run(&["--listen", "127.0.0.1:0", "--metrics", &address]).await;
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
     let expected =
         format!("error: no se pudo escuchar en --metrics {address}: la dirección ya está en uso");
     assert!(refused.stderr.starts_with(&expected), "{}", refused.stderr);
@@ -194,7 +169,7 @@ async fn a_port_in_use_is_said_once() {
 #[tokio::test]
 async fn the_help_says_how_durations_are_written() {
     let run = run(&["--help"]).await;
-    assert_eq!(run.code, Some(0));
+    assert_eq!(run.status.code(), Some(0));
     for words in [
         "--close-grace <DURACIÓN>",
         "(por defecto 2s)",
@@ -219,7 +194,7 @@ async fn a_missing_certificate_is_said_once() {
         missing,
     ])
     .await;
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
     let expected = format!("error: no se pudo leer {missing}: no existe (error del sistema 2)");
     assert!(refused.stderr.starts_with(&expected), "{}", refused.stderr);
     assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);

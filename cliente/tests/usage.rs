@@ -8,37 +8,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
+use testkit::{run_with_input, Finished};
+
 const CLIENTE: &str = env!("CARGO_BIN_EXE_cliente");
 
-/// How long a refused command line may take to exit.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// What a finished run printed, and how it ended.
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cliente args…` to its end (killed if it outlives [`PATIENCE`]).
+/// Runs `cliente args…` to its end, with nothing on its input.
 async fn run(args: &[&str]) -> Finished {
-    let child = Command::new(CLIENTE)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cliente starts");
-    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("cliente {args:?} did not exit"))
-        .expect("cliente's output");
-    Finished {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run_with_input(CLIENTE, args, b"").await
 }
 
 #[tokio::test]
@@ -95,7 +71,7 @@ async fn a_bad_value_is_a_usage_error_naming_its_flag() {
     ];
     for (args, start, why) in cases {
         let run = run(args).await;
-        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
         let start = format!("error: {start}");
         assert!(run.stderr.starts_with(&start), "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains(why), "{args:?}: {}", run.stderr);
@@ -140,7 +116,7 @@ async fn a_timeout_in_milliseconds_is_kept() {
 #[tokio::test]
 async fn the_help_says_how_durations_are_written() {
     let run = run(&["--help"]).await;
-    assert_eq!(run.code, Some(0));
+    assert_eq!(run.status.code(), Some(0));
     for words in [
         "--timeout <DURACIÓN>",
         "(por defecto 30s)",

@@ -3,42 +3,17 @@
 //! form start the server, and a port in use is said once.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use testkit::{run_with_input, Finished, PATIENCE};
+
 const SERVIDOR: &str = env!("CARGO_BIN_EXE_servidor");
 
-/// How long a refused command line may take to exit.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// What a finished run printed, and how it ended.
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `servidor args…` to its end (killed if it outlives [`PATIENCE`]).
+/// Runs `servidor args…` to its end, with nothing on its input.
 async fn run(args: &[&str]) -> Finished {
-    let child = Command::new(SERVIDOR)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("servidor starts");
-    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("servidor {args:?} did not exit"))
-        .expect("servidor's output");
-    Finished {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run_with_input(SERVIDOR, args, b"").await
 }
 
 #[tokio::test]
@@ -72,7 +47,7 @@ async fn a_bad_value_is_a_usage_error_naming_its_flag() {
             vec!["--port", "0", flag, value]
         };
         let run = run(&args).await;
-        assert_eq!(run.code, Some(2), "{flag} {value}: {}", run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{flag} {value}: {}", run.stderr);
         let named = format!("error: valor no válido «{value}» para {flag} <");
         assert!(
             run.stderr.starts_with(&named),
@@ -130,7 +105,7 @@ async fn a_port_in_use_is_said_once() {
     let port = taken.local_addr().expect("its address").port().to_string();
 
     let refused = run(&["--port", &port]).await;
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
     let expected =
         format!("error: no se pudo escuchar en 127.0.0.1:{port}: la dirección ya está en uso");
     assert!(refused.stderr.starts_with(&expected), "{}", refused.stderr);
@@ -145,7 +120,7 @@ async fn a_port_in_use_is_said_once() {
 
     let metrics = format!("127.0.0.1:{port}");
     let refused = run(&["--port", "0", "--metrics", &metrics]).await;
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
     let expected =
         format!("error: no se pudo escuchar en --metrics {metrics}: la dirección ya está en uso");
     assert!(refused.stderr.starts_with(&expected), "{}", refused.stderr);
@@ -161,7 +136,7 @@ async fn a_port_in_use_is_said_once() {
 #[tokio::test]
 async fn the_help_says_how_durations_are_written() {
     let run = run(&["--help"]).await;
-    assert_eq!(run.code, Some(0));
+    assert_eq!(run.status.code(), Some(0));
     for words in [
         "--idle-timeout <DURACIÓN>",
         "(por defecto 10m)",
