@@ -26,6 +26,7 @@
 //!   itself from an ACME CA (`--acme-domain`).
 
 pub mod acme;
+pub mod addresses;
 pub mod cert_store;
 pub mod config;
 pub mod forwarded;

@@ -1,6 +1,7 @@
 //! `bridge`: WebSocket ⇄ TCP bridge that also serves the page, so a browser
 //! can be a client of `servidor`.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bridge::acme::{self, Acme, AcmeConfig};
+use bridge::addresses;
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
 use bridge::origin::{AllowedOrigin, Origin, OriginPolicy};
 use bridge::session::SessionConfig;
@@ -394,6 +396,8 @@ fn exporter() -> anyhow::Result<Exporter> {
 }
 
 /// The first stdout line names the bound address (useful with port 0).
+/// Then the page and the WebSocket, once per address a person can type:
+/// for a listener on `0.0.0.0`/`[::]`, this machine's own addresses.
 fn announce_addresses(listener: &TcpListener, config: &Config) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
@@ -404,13 +408,41 @@ fn announce_addresses(listener: &TcpListener, config: &Config) -> anyhow::Result
     } else {
         ("http", "ws")
     };
+    let interfaces = if local.ip().is_unspecified() {
+        addresses::interface_addresses().unwrap_or_else(|error| {
+            warn!("no se pudieron leer las direcciones de esta máquina: {error}");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
+    let mut reachable = local;
+    if addresses::page_urls(local, http, &interfaces).is_empty() {
+        announce(
+            "Esta máquina no tiene ninguna dirección de red aparte de la local: \
+             la página solo se abre desde ella",
+        );
+        let loopback = match local {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        reachable = SocketAddr::new(loopback, local.port());
+    }
+    let urls = |scheme: &str| addresses::page_urls(reachable, scheme, &interfaces);
     match &config.web {
-        Some(web) => announce(&format!("Página: {http}://{local}/ ({})", web.display())),
+        Some(web) => {
+            announce(&format!("Página ({}), en el navegador:", web.display()));
+            for url in urls(http) {
+                announce(&format!("  Abra {url}"));
+            }
+        }
         None => announce("Sin página (use --web DIR)"),
     }
-    announce(&format!(
-        "WebSocket: {ws}://{local}/ws → servidor {}",
-        config.session.target
-    ));
+    for url in urls(ws) {
+        announce(&format!(
+            "WebSocket: {url}ws → servidor {}",
+            config.session.target
+        ));
+    }
     Ok(())
 }
