@@ -1,4 +1,5 @@
-//! The reference deployments in `deploy/`, run as they are: HAProxy or
+//! The reference deployments in `deploy/`, run as they are (the loopback
+//! recipe: `deploy/loopback.env`'s flags, `deploy/render`'s envsubst): HAProxy or
 //! nginx in front of two bridges and two `servidor`s, all on free loopback
 //! ports, clients on their own loopback addresses (127.0.0.2, 127.0.0.3 …)
 //! so that the logs can show whose address arrived where.
@@ -15,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use testkit::*;
+
+mod loopback_recipe;
+use loopback_recipe::{page_folder, recipe_flags, render};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -50,7 +54,8 @@ impl Drop for Balancer {
     }
 }
 
-/// A free loopback port for a process that cannot report its own.
+/// A free loopback port for a balancer, which cannot report its own (it is
+/// released before the balancer binds it: a small race, see the report).
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
@@ -77,42 +82,44 @@ struct System {
 }
 
 async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System {
-    let trust = ["--trusted-proxy", "127.0.0.1"];
     let env = [("RUST_LOG", "info")];
-    let mut servidores = Vec::new();
-    for _ in 0..2 {
-        let mut args = vec!["--port", "0"];
-        args.extend_from_slice(&trust);
-        servidores.push(Running::start(servidor_exe(), &args, &env).await);
-    }
-    let tcp = free_port().to_string();
-    let web = free_port();
-    let mut bridges = Vec::new();
-    for _ in 0..2 {
-        let mut args = vec!["--listen", "127.0.0.1:0", "--target", &tcp, "--send-proxy"];
-        args.extend_from_slice(&trust);
-        args.extend_from_slice(bridge_extra);
-        bridges.push(Running::start(bridge_exe(), &args, &env).await);
-    }
     let dir = scratch_dir(match kind {
         Kind::Haproxy => "haproxy",
         Kind::Nginx => "nginx",
     });
-    let values = [
+    // The balancer's two addresses; the bridges and servidores bind port 0
+    // and say where they are.
+    let tcp = free_port().to_string();
+    let web = free_port();
+    let mut values = vec![
         ("WEB_ADDR", web.to_string()),
         ("TCP_ADDR", tcp.clone()),
+        ("PREFIX", dir.display().to_string()),
+        ("READ_TIMEOUT", String::from(read_timeout)),
+        ("WEB_DIR", page_folder(&dir)),
+    ];
+    // The start lines of deploy/loopback.env, on port 0.
+    let servidor_flags = recipe_flags(&values, "SERVIDOR_FLAGS");
+    let mut servidores = Vec::new();
+    for _ in 0..2 {
+        let mut args = vec!["--port", "0"];
+        args.extend(servidor_flags.iter().map(String::as_str));
+        servidores.push(Running::start(servidor_exe(), &args, &env).await);
+    }
+    let bridge_flags = recipe_flags(&values, "BRIDGE_FLAGS");
+    let mut bridges = Vec::new();
+    for _ in 0..2 {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend(bridge_flags.iter().map(String::as_str));
+        args.extend_from_slice(bridge_extra);
+        bridges.push(Running::start(bridge_exe(), &args, &env).await);
+    }
+    values.extend([
         ("BRIDGE_1", bridges[0].addr.to_string()),
         ("BRIDGE_2", bridges[1].addr.to_string()),
         ("SERVIDOR_1", servidores[0].addr.to_string()),
         ("SERVIDOR_2", servidores[1].addr.to_string()),
-        ("PREFIX", dir.display().to_string()),
-        (
-            "STREAM_MODULE",
-            String::from("/usr/lib/nginx/modules/ngx_stream_module.so"),
-        ),
-        ("READ_TIMEOUT", String::from(read_timeout)),
-        ("TRUSTED", String::from("127.0.0.1")),
-    ];
+    ]);
     let (file, program, args): (&str, &str, Vec<String>) = match kind {
         Kind::Haproxy => ("haproxy.cfg", "haproxy", vec![String::from("-db")]),
         Kind::Nginx => (
@@ -126,16 +133,8 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
             ],
         ),
     };
-    let mut config = std::fs::read_to_string(repository().join("deploy").join(file)).unwrap();
-    for (name, value) in &values {
-        config = config.replace(&format!("${{{name}}}"), value);
-    }
-    let missing = config
-        .match_indices("${")
-        .any(|(at, _)| config[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
-    assert!(!missing, "a value is missing:\n{config}");
-    let config_path = dir.join(file);
-    std::fs::write(&config_path, config).unwrap();
+    // deploy/render: the envsubst command of the recipe.
+    let config_path = render(file, &values);
     let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let child = Command::new(program)
         .args(&args)

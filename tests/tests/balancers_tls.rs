@@ -25,6 +25,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use testkit::*;
+
+mod loopback_recipe;
+use loopback_recipe::{recipe_flags, render};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -120,28 +123,26 @@ struct System {
 
 async fn system(kind: Kind) -> System {
     let dist = built_page();
-    let trust = ["--trusted-proxy", "127.0.0.1"];
     let env = [("RUST_LOG", "info")];
+    let tcp = free_port().to_string();
+    let web = free_port();
+    let recipe = [
+        ("TCP_ADDR", tcp.clone()),
+        ("WEB_DIR", dist.display().to_string()),
+    ];
+    // The start lines of deploy/loopback.env, on port 0.
+    let servidor_flags = recipe_flags(&recipe, "SERVIDOR_FLAGS");
     let mut servidores = Vec::new();
     for _ in 0..2 {
         let mut args = vec!["--port", "0"];
-        args.extend_from_slice(&trust);
+        args.extend(servidor_flags.iter().map(String::as_str));
         servidores.push(Running::start(servidor_exe(), &args, &env).await);
     }
-    let tcp = free_port().to_string();
-    let web = free_port();
+    let bridge_flags = recipe_flags(&recipe, "BRIDGE_FLAGS");
     let mut bridges = Vec::new();
     for _ in 0..2 {
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--target",
-            &tcp,
-            "--send-proxy",
-            "--web",
-            dist.to_str().unwrap(),
-        ];
-        args.extend_from_slice(&trust);
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend(bridge_flags.iter().map(String::as_str));
         bridges.push(Running::start(bridge_exe(), &args, &env).await);
     }
     let (dir, file, program) = match kind {
@@ -169,26 +170,12 @@ async fn system(kind: Kind) -> System {
         ("SERVIDOR_1", servidores[0].addr.to_string()),
         ("SERVIDOR_2", servidores[1].addr.to_string()),
         ("PREFIX", dir.0.display().to_string()),
-        (
-            "STREAM_MODULE",
-            String::from("/usr/lib/nginx/modules/ngx_stream_module.so"),
-        ),
-        ("READ_TIMEOUT", String::from("60s")),
-        ("TRUSTED", String::from("127.0.0.1")),
         ("TLS_CERT", cert),
         ("TLS_KEY", key),
         ("TLS_PEM", pem),
     ];
-    let mut config = std::fs::read_to_string(repository().join("deploy").join(file)).unwrap();
-    for (name, value) in &values {
-        config = config.replace(&format!("${{{name}}}"), value);
-    }
-    let missing = config
-        .match_indices("${")
-        .any(|(at, _)| config[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
-    assert!(!missing, "a value is missing:\n{config}");
-    let config_path = dir.0.join(file);
-    std::fs::write(&config_path, config).unwrap();
+    // deploy/render: the envsubst command of the recipe.
+    let config_path = render(file, &values);
     let args: Vec<String> = match kind {
         Kind::Haproxy => vec![String::from("-db"), String::from("-f")],
         Kind::Nginx => vec![
