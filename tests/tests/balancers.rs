@@ -1,6 +1,6 @@
 //! The reference deployments in `deploy/`, run as they are (the loopback
 //! recipe: `deploy/loopback.env`'s flags, `deploy/render`'s envsubst): HAProxy or
-//! nginx in front of two bridges and two `servidor`s, all on free loopback
+//! nginx in front of two bridges and two `servidor`s, all on loopback
 //! ports, clients on their own loopback addresses (127.0.0.2, 127.0.0.3 …)
 //! so that the logs can show whose address arrived where.
 //!
@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,12 +55,17 @@ impl Drop for Balancer {
     }
 }
 
-/// A free loopback port for a balancer, which cannot report its own (it is
-/// released before the balancer binds it: a small race, see the report).
-fn free_port() -> SocketAddr {
+/// A listening socket on a port of 127.0.0.1 the kernel chose, for the
+/// balancer to inherit (it cannot bind port 0 and say where it is).
+fn listening() -> (std::net::TcpListener, SocketAddr) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
 }
+
+/// The descriptors the balancer finds its two listening sockets on.
+const WEB_FD: i32 = 3;
+const TCP_FD: i32 = 4;
 
 fn scratch_dir(name: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -87,10 +93,11 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
         Kind::Haproxy => "haproxy",
         Kind::Nginx => "nginx",
     });
-    // The balancer's two addresses; the bridges and servidores bind port 0
-    // and say where they are.
-    let tcp = free_port().to_string();
-    let web = free_port();
+    // The balancer's two sockets, bound here and handed over (fd 3 and 4);
+    // the bridges and servidores bind port 0 and say where they are.
+    let (web_listener, web) = listening();
+    let (tcp_listener, tcp) = listening();
+    let tcp = tcp.to_string();
     let mut values = vec![
         ("WEB_ADDR", web.to_string()),
         ("TCP_ADDR", tcp.clone()),
@@ -133,10 +140,34 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
             ],
         ),
     };
+    // HAProxy binds "fd@N" as its address; nginx takes the sockets named
+    // in $NGINX and uses them for the `listen` of the same address.
+    if matches!(kind, Kind::Haproxy) {
+        values.extend([
+            ("WEB_ADDR", format!("fd@{WEB_FD}")),
+            ("TCP_ADDR", format!("fd@{TCP_FD}")),
+        ]);
+    }
     // deploy/render: the envsubst command of the recipe.
     let config_path = render(file, &values);
     let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let child = Command::new(program)
+    let (web_fd, tcp_fd) = (web_listener.as_raw_fd(), tcp_listener.as_raw_fd());
+    let mut command = Command::new(program);
+    // SAFETY: between fork and exec only fcntl and dup2 run, which are
+    // async-signal-safe; dup2 leaves the copies open across exec.
+    unsafe {
+        command.pre_exec(move || {
+            use nix::fcntl::{fcntl, FcntlArg};
+            // Out of the way first, in case either is already 3 or 4.
+            let web = fcntl(web_fd, FcntlArg::F_DUPFD(10))?;
+            let tcp = fcntl(tcp_fd, FcntlArg::F_DUPFD(10))?;
+            nix::unistd::dup2(web, WEB_FD)?;
+            nix::unistd::dup2(tcp, TCP_FD)?;
+            Ok(())
+        });
+    }
+    let child = command
+        .env("NGINX", format!("{WEB_FD};{TCP_FD};"))
         .args(&args)
         .arg(if matches!(kind, Kind::Haproxy) {
             "-f"
@@ -160,6 +191,9 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
         balancer,
     };
     system.wait_until_serving().await;
+    // Held until now: had the balancer bound the addresses itself rather
+    // than take these sockets, it would have failed (address in use).
+    drop((web_listener, tcp_listener));
     system
 }
 
