@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +18,9 @@ use futures_util::{SinkExt, StreamExt};
 use testkit::*;
 
 mod loopback_recipe;
-use loopback_recipe::{page_folder, recipe_flags, render};
+use loopback_recipe::{
+    hand_over, inherited_addresses, listening, page_folder, recipe_flags, render,
+};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -54,18 +55,6 @@ impl Drop for Balancer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-
-/// A listening socket on a port of 127.0.0.1 the kernel chose, for the
-/// balancer to inherit (it cannot bind port 0 and say where it is).
-fn listening() -> (std::net::TcpListener, SocketAddr) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
-}
-
-/// The descriptors the balancer finds its two listening sockets on.
-const WEB_FD: i32 = 3;
-const TCP_FD: i32 = 4;
 
 fn scratch_dir(name: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -140,34 +129,13 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
             ],
         ),
     };
-    // HAProxy binds "fd@N" as its address; nginx takes the sockets named
-    // in $NGINX and uses them for the `listen` of the same address.
-    if matches!(kind, Kind::Haproxy) {
-        values.extend([
-            ("WEB_ADDR", format!("fd@{WEB_FD}")),
-            ("TCP_ADDR", format!("fd@{TCP_FD}")),
-        ]);
-    }
+    values.extend(inherited_addresses(matches!(kind, Kind::Haproxy)));
     // deploy/render: the envsubst command of the recipe.
     let config_path = render(file, &values);
     let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let (web_fd, tcp_fd) = (web_listener.as_raw_fd(), tcp_listener.as_raw_fd());
     let mut command = Command::new(program);
-    // SAFETY: between fork and exec only fcntl and dup2 run, which are
-    // async-signal-safe; dup2 leaves the copies open across exec.
-    unsafe {
-        command.pre_exec(move || {
-            use nix::fcntl::{fcntl, FcntlArg};
-            // Out of the way first, in case either is already 3 or 4.
-            let web = fcntl(web_fd, FcntlArg::F_DUPFD(10))?;
-            let tcp = fcntl(tcp_fd, FcntlArg::F_DUPFD(10))?;
-            nix::unistd::dup2(web, WEB_FD)?;
-            nix::unistd::dup2(tcp, TCP_FD)?;
-            Ok(())
-        });
-    }
+    hand_over(&mut command, &web_listener, &tcp_listener);
     let child = command
-        .env("NGINX", format!("{WEB_FD};{TCP_FD};"))
         .args(&args)
         .arg(if matches!(kind, Kind::Haproxy) {
             "-f"

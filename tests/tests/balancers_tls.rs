@@ -27,7 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use testkit::*;
 
 mod loopback_recipe;
-use loopback_recipe::{recipe_flags, render};
+use loopback_recipe::{hand_over, inherited_addresses, listening, recipe_flags, render};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -87,6 +87,7 @@ impl Drop for Balancer {
 }
 
 /// A free loopback port for a process that cannot report its own.
+/// (chromedriver's port: it cannot take a socket nor report a port 0.)
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
@@ -124,8 +125,10 @@ struct System {
 async fn system(kind: Kind) -> System {
     let dist = built_page();
     let env = [("RUST_LOG", "info")];
-    let tcp = free_port().to_string();
-    let web = free_port();
+    // The balancer's two sockets, bound here and handed over (fd 3 and 4).
+    let (web_listener, web) = listening();
+    let (tcp_listener, tcp) = listening();
+    let tcp = tcp.to_string();
     let recipe = [
         ("TCP_ADDR", tcp.clone()),
         ("WEB_DIR", dist.display().to_string()),
@@ -175,6 +178,10 @@ async fn system(kind: Kind) -> System {
         ("TLS_PEM", pem),
     ];
     // deploy/render: the envsubst command of the recipe.
+    let values: Vec<_> = values
+        .into_iter()
+        .chain(inherited_addresses(matches!(kind, Kind::Haproxy)))
+        .collect();
     let config_path = render(file, &values);
     let args: Vec<String> = match kind {
         Kind::Haproxy => vec![String::from("-db"), String::from("-f")],
@@ -187,7 +194,9 @@ async fn system(kind: Kind) -> System {
         ],
     };
     let log = std::fs::File::create(dir.0.join("stderr.log")).unwrap();
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    hand_over(&mut command, &web_listener, &tcp_listener);
+    let child = command
         .args(&args)
         .arg(&config_path)
         .stdin(Stdio::null())
@@ -206,6 +215,8 @@ async fn system(kind: Kind) -> System {
         balancer: Balancer { child, dir },
     };
     system.wait_until_serving().await;
+    // Held until now: see hand_over.
+    drop((web_listener, tcp_listener));
     system
 }
 
