@@ -84,7 +84,10 @@ async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
     for (name, value) in &values {
         config = config.replace(&format!("${{{name}}}"), value);
     }
-    assert!(!config.contains("${"), "a value is missing:\n{config}");
+    let missing = config
+        .match_indices("${")
+        .any(|(at, _)| config[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
+    assert!(!missing, "a value is missing:\n{config}");
     let config_path = dir.join("haproxy.cfg");
     std::fs::write(&config_path, config).unwrap();
     let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
@@ -144,9 +147,10 @@ async fn session_from(web: SocketAddr, host: u8) -> Result<RawWs, WsError> {
     socket
         .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
         .unwrap();
+    // Refused until HAProxy listens.
     let stream = within(PATIENCE, "connect", socket.connect(web))
         .await
-        .unwrap();
+        .map_err(WsError::Io)?;
     within(
         PATIENCE,
         "the upgrade",
