@@ -28,12 +28,15 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Places held, by client address.
+type Table = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// How many places each client address holds, at most `max` each (0: no
 /// limit, and nothing is counted).
 #[derive(Debug, Clone)]
 pub struct PerClient {
     max: usize,
-    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    held: Table,
 }
 
 impl PerClient {
@@ -87,7 +90,7 @@ impl PerClient {
 /// One place held by one address; given back on drop.
 #[derive(Debug)]
 pub struct Held {
-    place: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    place: Option<(IpAddr, Table)>,
 }
 
 impl Held {
