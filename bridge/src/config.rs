@@ -23,6 +23,15 @@ pub struct Config {
     pub origins: OriginPolicy,
     /// Sessions open at once; past that, new upgrades get HTTP 503.
     pub max_sessions: usize,
+    /// Sessions one client address may have open at once (0: no limit).
+    pub max_sessions_per_client: usize,
+    /// New upgrades per second one client address may make, with a burst
+    /// of [`crate::limits::BURST_SECONDS`]' worth (0: no limit).
+    pub upgrades_per_client: u32,
+    /// HTTP connections one peer address may hold at once (page requests,
+    /// handshakes in progress, idle keep-alives), counted before any byte
+    /// is read; trusted proxies are exempt (0: no limit).
+    pub max_connections_per_client: usize,
     /// The built page to serve, if any.
     pub web: Option<PathBuf>,
     /// The one site (an origin) that may show the page in a frame; none
@@ -48,6 +57,13 @@ impl Config {
     pub const LISTEN: &'static str = "127.0.0.1:8080";
     /// Default sessions open at once.
     pub const MAX_SESSIONS: usize = 5000;
+    /// Default sessions per client address: a class behind one NAT.
+    pub const MAX_SESSIONS_PER_CLIENT: usize = 100;
+    /// Default new upgrades per second per client address.
+    pub const UPGRADES_PER_CLIENT: u32 = 10;
+    /// Default HTTP connections per peer address: a class of about forty
+    /// browsers behind one NAT, six connections each while the page loads.
+    pub const MAX_CONNECTIONS_PER_CLIENT: usize = 256;
     /// Default seconds for the TLS and HTTP handshakes.
     pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
     /// Default seconds to drain sessions when stopping.
@@ -59,6 +75,9 @@ impl Config {
             session: SessionConfig::for_target(target),
             origins: OriginPolicy::default(),
             max_sessions: Self::MAX_SESSIONS,
+            max_sessions_per_client: Self::MAX_SESSIONS_PER_CLIENT,
+            upgrades_per_client: Self::UPGRADES_PER_CLIENT,
+            max_connections_per_client: Self::MAX_CONNECTIONS_PER_CLIENT,
             web: None,
             frame_from: None,
             tls: None,

@@ -31,6 +31,7 @@ pub mod cert_store;
 pub mod config;
 pub mod forwarded;
 pub mod framing;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod origin;

@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use netkit::accept::Acceptor;
+use netkit::per_client::{Held, PerClient};
 use netkit::proxy_protocol::{client_address, Presence, TrustedProxies, HEADER_DEADLINE};
 
 use crate::config::Config;
@@ -42,6 +43,9 @@ const HTTP_CONNECTIONS: usize = 1024;
 /// served, until the sessions have closed or `config.drain` has passed.
 pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) {
     let app = Arc::new(App::new(&config, shutdown.clone()));
+    // Forgets rate-limited addresses whose burst refilled, until we return.
+    let _sweep = app.limits.sweep().map(AbortOnDrop);
+    let per_peer = PerClient::new(config.max_connections_per_client);
     let acceptor = Acceptor::new(listener, config.max_sessions + HTTP_CONNECTIONS);
     let stop_http = CancellationToken::new();
     let http = serve_connections(
@@ -49,6 +53,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         Arc::clone(&app),
         config.tls,
         config.handshake_timeout,
+        per_peer,
         stop_http.clone(),
     );
     tokio::pin!(http);
@@ -79,6 +84,7 @@ async fn serve_connections(
     app: Arc<App>,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    per_peer: PerClient,
     stop: CancellationToken,
 ) {
     let trusted = Arc::new(app.trusted_proxies.clone());
@@ -87,6 +93,22 @@ async fn serve_connections(
     let notices = Arc::new(plain_http::Notices::default());
     let connections = TaskTracker::new();
     while let Some(accepted) = acceptor.next(&stop).await {
+        // Before any byte is read: one address cannot hold every slot
+        // with connections that send nothing. A trusted proxy carries
+        // everyone's connections and is not one client.
+        let peer_place = if trusted.trusts(accepted.peer.ip()) {
+            Held::uncounted()
+        } else if let Some(place) = per_peer.try_hold(accepted.peer.ip()) {
+            place
+        } else {
+            metrics.refused(Refusal::ClientConnections);
+            debug!(
+                "conexión de {} cerrada: esa dirección tiene {} conexiones abiertas",
+                accepted.peer,
+                per_peer.max()
+            );
+            continue;
+        };
         let routes = routes.clone();
         let tls = tls.clone();
         let stop = stop.clone();
@@ -94,7 +116,7 @@ async fn serve_connections(
         let metrics = Arc::clone(&metrics);
         let plain_notices = Arc::clone(&notices);
         connections.spawn(async move {
-            let _permit = accepted.permit;
+            let _permit = (accepted.permit, peer_place);
             let Some(info) = connection_info(
                 accepted.stream,
                 accepted.peer,
@@ -227,5 +249,15 @@ impl Http<'_> {
             }
             debug!("conexión HTTP con {} terminada: {error}", info.client);
         }
+    }
+}
+
+/// Aborts a background task when dropped, so it lives as long as its
+/// owner's scope.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -74,15 +74,26 @@ pub enum Refusal {
     HandshakeTimeout,
     /// HTTP 4xx: a request to `/ws` that is not a valid WebSocket upgrade.
     BadRequest,
+    /// HTTP 429: the client's address has `--max-sessions-per-client`
+    /// sessions open.
+    ClientSessions,
+    /// HTTP 429: the client's address is past `--upgrades-per-client`.
+    ClientRate,
+    /// The peer's address holds `--max-connections-per-client` HTTP
+    /// connections: the new one was closed before any byte was read.
+    ClientConnections,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 5] = [
+    const ALL: [Refusal; 8] = [
         Refusal::Origin,
         Refusal::Limit,
         Refusal::Stopping,
         Refusal::HandshakeTimeout,
         Refusal::BadRequest,
+        Refusal::ClientSessions,
+        Refusal::ClientRate,
+        Refusal::ClientConnections,
     ];
 
     fn label(self) -> &'static str {
@@ -92,6 +103,9 @@ impl Refusal {
             Refusal::Stopping => "stopping",
             Refusal::HandshakeTimeout => "handshake_timeout",
             Refusal::BadRequest => "bad_request",
+            Refusal::ClientSessions => "client_sessions",
+            Refusal::ClientRate => "client_rate",
+            Refusal::ClientConnections => "client_connections",
         }
     }
 }

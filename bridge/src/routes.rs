@@ -33,10 +33,12 @@ use tracing::{debug, info, info_span, warn};
 
 use console::describe_io;
 
+use netkit::per_client::Held;
 use netkit::proxy_protocol::{self, ClientAddress, TrustedProxies};
 
 use crate::config::Config;
 use crate::forwarded;
+use crate::limits::ClientLimits;
 use crate::metrics::{BridgeMetrics, Refusal};
 use crate::origin::OriginPolicy;
 use crate::page::{Answer, PageHeaders};
@@ -67,6 +69,8 @@ pub struct App {
     pub metrics: Arc<BridgeMetrics>,
     /// The headers every answer carries.
     pub page: PageHeaders,
+    /// Per-client limits on upgrades (sessions open, upgrades per second).
+    pub limits: ClientLimits,
     next_id: AtomicU64,
 }
 
@@ -84,6 +88,11 @@ impl App {
             trusted_proxies: config.trusted_proxies.clone(),
             metrics: Arc::clone(&config.metrics),
             page: PageHeaders::new(config.web.as_deref(), config.frame_from.clone()),
+            limits: ClientLimits::new(
+                config.max_sessions_per_client,
+                config.upgrades_per_client,
+                config.trusted_proxies.clone(),
+            ),
             next_id: AtomicU64::new(1),
         }
     }
@@ -224,6 +233,13 @@ async fn upgrade(
         );
     }
 
+    // Per-client admission (see `crate::limits`): 429 before the 101, no
+    // session and no target connection; the place is held for the
+    // session's life.
+    let client_place = match app.limits.admit(client.client.ip(), &app.metrics) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
+    };
     let Ok(permit) = Arc::clone(&app.sessions).try_acquire_owned() else {
         app.metrics.refused(Refusal::Limit);
         warn!("sesión rechazada desde {client}: se alcanzó el máximo de sesiones");
@@ -240,18 +256,24 @@ async fn upgrade(
         );
     };
 
-    spawn_session(app, on_upgrade, client, connection.local, permit);
+    spawn_session(
+        app,
+        on_upgrade,
+        client,
+        connection.local,
+        (permit, client_place),
+    );
     switching
 }
 
 /// Runs the session once hyper hands over the upgraded connection; the
-/// permit is held until it ends.
+/// permit and the client's place are held until it ends.
 fn spawn_session(
     app: Arc<App>,
     on_upgrade: OnUpgrade,
     client: ClientAddress,
     local: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, Held),
 ) {
     let id = app.next_id.fetch_add(1, Ordering::Relaxed);
     let tracker = app.tracker.clone();

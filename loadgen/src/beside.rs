@@ -76,14 +76,9 @@ impl Recipe {
         let target_text = target.to_string();
         Ok(match self {
             Recipe::Relay => Running::one(Peer::start_relay(&target_text).await?),
-            Recipe::Bridge(dir) => Running::one(
-                Peer::start(
-                    dir,
-                    "bridge",
-                    &["--listen", "127.0.0.1:0", "--target", &target_text],
-                )
-                .await?,
-            ),
+            Recipe::Bridge(dir) => {
+                Running::one(Peer::start(dir, "bridge", &crate::bridge_args(&target_text)).await?)
+            }
             Recipe::Websocat(program) => {
                 Running::one(outside::start_websocat(program, target).await?)
             }

@@ -184,19 +184,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut report = Report::default();
 
     let echo = Peer::start_echo().await?;
-    let servidor = Peer::start(&bin_dir, "servidor", &["--port", "0"]).await?;
+    let servidor = Peer::start(&bin_dir, "servidor", SERVIDOR_ARGS).await?;
     let target = servidor.addr.to_string();
-    let bridge = Peer::start(
-        &bin_dir,
-        "bridge",
-        &["--listen", "127.0.0.1:0", "--target", &target],
-    )
-    .await?;
-    let bridge_args = ["--listen", "127.0.0.1:0", "--target", &target];
+    let bridge_args = bridge_args(&target);
+    let bridge = Peer::start(&bin_dir, "bridge", &bridge_args).await?;
     let counting = if args.with_metrics {
         vec![
             (
-                Peer::start_with_metrics(&bin_dir, "servidor", &["--port", "0"]).await?,
+                Peer::start_with_metrics(&bin_dir, "servidor", SERVIDOR_ARGS).await?,
                 Link::Tcp,
             ),
             (
@@ -293,4 +288,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     print!("{}", report.render());
     Ok(())
+}
+
+/// servidor for a load test: every connection comes from 127.0.0.1, so the
+/// per-client cap is off (it is by default; said here so it stays so).
+const SERVIDOR_ARGS: &[&str] = &["--port", "0", "--max-connections-per-client", "0"];
+
+/// The bridge in front of `target` for a load test: thousands of sessions
+/// from the one address 127.0.0.1, so the per-client limits are off.
+pub(crate) fn bridge_args(target: &str) -> Vec<&str> {
+    vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        target,
+        "--max-sessions-per-client",
+        "0",
+        "--upgrades-per-client",
+        "0",
+        "--max-connections-per-client",
+        "0",
+    ]
 }

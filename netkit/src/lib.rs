@@ -4,6 +4,7 @@
 //! - [`accept`]: accepting within a limit, retrying on errors;
 //! - [`proxy_protocol`]: the client's real address behind a load balancer;
 //! - [`metrics`]: the Prometheus endpoint both serve on `--metrics`;
+//! - [`per_client`]: what each client address holds at once;
 //! - [`shutdown`]: waiting for Ctrl-C or SIGTERM.
 //!
 //! A change here changes both daemons; the client (`cliente`) never links it.
@@ -11,5 +12,6 @@
 pub mod accept;
 pub mod listen;
 pub mod metrics;
+pub mod per_client;
 pub mod proxy_protocol;
 pub mod shutdown;

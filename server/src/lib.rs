@@ -33,6 +33,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use console::{describe_io, preview};
 use netkit::accept::Acceptor;
+use netkit::per_client::{Held, PerClient};
 use netkit::proxy_protocol::{
     client_address, ClientAddress, Presence, TrustedProxies, HEADER_DEADLINE,
 };
@@ -61,6 +62,12 @@ pub struct Config {
     /// as a read may complete a character held from the one before (and
     /// its worker thread one read buffer of this size).
     pub read_size: usize,
+    /// Connections one client address may hold at once (the address a
+    /// trusted proxy's PROXY header announced, else the peer's); past it, a
+    /// new one is told so in one line and closed. 0 (the default): no
+    /// limit, since behind a bridge that sends no PROXY header every
+    /// session comes from the bridge's one address.
+    pub max_connections_per_client: usize,
     /// Characters of each message shown in the log.
     pub log_preview: usize,
     /// A connection is announced in the log («Conexión desde: …») at its
@@ -102,6 +109,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(Self::WRITE_TIMEOUT_SECS),
             shutdown_grace: Duration::from_millis(500),
             read_size: 64 * 1024,
+            max_connections_per_client: 0,
             log_preview: Self::LOG_PREVIEW,
             announce_after: Duration::from_millis(200),
             trusted_proxies: TrustedProxies::default(),
@@ -127,6 +135,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         Acceptor::new(listener, config.max_connections).with_metrics(metrics.accept.clone());
     let mut next_id: u64 = 1;
     let stop = Arc::new(StopDeadline::new(config.shutdown_grace));
+    let per_client = PerClient::new(config.max_connections_per_client);
 
     while let Some(accepted) = acceptor.next(&shutdown).await {
         metrics.accepted.increment(1);
@@ -142,6 +151,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
             shutdown: shutdown.child_token(),
             stop: Arc::clone(&stop),
             traffic: Traffic::default(),
+            per_client: per_client.clone(),
         };
         // Every line of the connection carries its id: the transcript
         // writes it as `[#7]` (see `console::transcript_subscriber`).
@@ -265,7 +275,13 @@ struct Connection {
     shutdown: CancellationToken,
     stop: Arc<StopDeadline>,
     traffic: Traffic,
+    /// Connections per client address (`--max-connections-per-client`).
+    per_client: PerClient,
 }
+
+/// What a client past `--max-connections-per-client` is told before the
+/// connection closes.
+pub const TOO_MANY_CONNECTIONS: &str = "demasiadas conexiones desde esta dirección\n";
 
 impl Connection {
     async fn run(mut self) {
@@ -295,6 +311,29 @@ impl Connection {
             }
         };
         self.client = client;
+        // A trusted proxy's own connection (a PROXY LOCAL check) is not
+        // one client among others.
+        let ip = client.client.ip();
+        let place = if trusted.trusts(ip) {
+            Some(Held::uncounted())
+        } else {
+            self.per_client.try_hold(ip)
+        };
+        let Some(_place) = place else {
+            self.config.metrics.refused_client_connections.increment(1);
+            debug!(
+                "Conexión rechazada desde {client}: esa dirección tiene {} conexiones abiertas",
+                self.per_client.max()
+            );
+            let within = self.config.write_timeout;
+            let _ = timeout(
+                within,
+                self.stream.write_all(TOO_MANY_CONNECTIONS.as_bytes()),
+            )
+            .await;
+            let _ = timeout(within, self.stream.shutdown()).await;
+            return;
+        };
         if self.config.announce_after.is_zero() {
             self.announce();
         }

@@ -18,6 +18,9 @@ pub struct ServerMetrics {
     pub(super) sent: Counter,
     pub(super) invalid_utf8: Counter,
     pub(super) max: Gauge,
+    /// Connections refused because their client address held
+    /// `--max-connections-per-client` already.
+    pub(super) refused_client_connections: Counter,
     pub(super) accept: AcceptMetrics,
 }
 
@@ -66,7 +69,15 @@ impl ServerMetrics {
             "servidor_connection_limit_reached_total",
             "Veces que todas las plazas de conexión estaban ocupadas (los clientes nuevos esperan entonces en la cola de escucha)."
         );
+        describe_counter!(
+            "servidor_connections_refused_total",
+            "Conexiones rechazadas, por motivo: client_connections (esa dirección de cliente ya tenía --max-connections-per-client conexiones abiertas)."
+        );
         Self {
+            refused_client_connections: counter!(
+                "servidor_connections_refused_total",
+                "reason" => "client_connections"
+            ),
             open: gauge!("servidor_connections_open"),
             accepted: counter!("servidor_connections_accepted_total"),
             ended: Ending::CAUSES

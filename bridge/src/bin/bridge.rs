@@ -97,6 +97,24 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_sessions: u32,
 
+    /// Sesiones abiertas a la vez desde una misma dirección de cliente
+    /// (la que anuncia un proxy de confianza, si no la del par); más allá,
+    /// HTTP 429. 0: sin límite.
+    #[arg(long, value_name = "N", default_value_t = Config::MAX_SESSIONS_PER_CLIENT as u32)]
+    max_sessions_per_client: u32,
+
+    /// Conexiones WebSocket nuevas por segundo desde una misma dirección
+    /// de cliente, con ráfagas de tres segundos; más allá, HTTP 429 con
+    /// Retry-After. 0: sin límite.
+    #[arg(long, value_name = "N", default_value_t = Config::UPGRADES_PER_CLIENT)]
+    upgrades_per_client: u32,
+
+    /// Conexiones HTTP abiertas a la vez desde una misma dirección (páginas,
+    /// saludos en curso, conexiones en espera), contadas antes de leer nada;
+    /// los proxies de confianza no cuentan. 0: sin límite.
+    #[arg(long, value_name = "N", default_value_t = Config::MAX_CONNECTIONS_PER_CLIENT as u32)]
+    max_connections_per_client: u32,
+
     /// Tamaño máximo de un mensaje del cliente en bytes; más grande, se
     /// cierra con 1009.
     #[arg(long, value_name = "BYTES", default_value_t = SessionConfig::MAX_MESSAGE as u32,
@@ -348,6 +366,9 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         session,
         origins,
         max_sessions: args.max_sessions as usize,
+        max_sessions_per_client: args.max_sessions_per_client as usize,
+        upgrades_per_client: args.upgrades_per_client,
+        max_connections_per_client: args.max_connections_per_client as usize,
         web: args.web,
         frame_from,
         // From the watched --tls-cert/--tls-key files, in run().

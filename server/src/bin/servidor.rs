@@ -55,6 +55,14 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
+    /// Conexiones abiertas a la vez desde una misma dirección de cliente (la
+    /// que anuncia un proxy de confianza con PROXY, si no la del par); más
+    /// allá, se le avisa y se cierra. 0 (por omisión): sin límite, porque
+    /// detrás de un puente sin --send-proxy todas vienen de la dirección del
+    /// puente.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_connections_per_client: u32,
+
     /// Tiempo sin recibir nada tras el que se cierra una conexión.
     #[arg(long, value_name = "DURACIÓN",
           default_value_t = PositiveDuration::from_secs(Config::IDLE_TIMEOUT_SECS))]
@@ -114,6 +122,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut config = Config {
         max_connections: args.max_connections as usize,
+        max_connections_per_client: args.max_connections_per_client as usize,
         idle_timeout: args.idle_timeout.get(),
         write_timeout: args.write_timeout.get(),
         log_preview: args.log_preview,

@@ -1,0 +1,284 @@
+//! Per-client limits behind HAProxy, run from `deploy/haproxy.cfg` as it
+//! is (HTTP to the bridges with `send-proxy-v2`, TCP with PROXY v2 to
+//! servidor), with clients on their own loopback addresses (127.0.0.3,
+//! 127.0.0.4 …): the bridge and servidor limit each browser on its own,
+//! by the address HAProxy announces, and never HAProxy's own address as
+//! one client.
+//!
+//! Both of the file's bridges and both servidores are one process each
+//! (HAProxy takes two server lines with one address), so that one
+//! process counts every session and the counts are exact. HAProxy runs
+//! unprivileged in the foreground from a temporary folder holding its
+//! configuration and log, and is killed at the end.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use testkit::*;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+type RawWs = WebSocketStream<TcpStream>;
+
+/// HAProxy and its folder, both gone when dropped.
+struct Haproxy {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free loopback port for HAProxy, which cannot report its own.
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// servidor, a bridge and HAProxy in front of both.
+struct System {
+    _servidor: Running,
+    _bridge: Running,
+    web: SocketAddr,
+    haproxy: Haproxy,
+}
+
+async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
+    let trust = ["--trusted-proxy", "127.0.0.1"];
+    let env = [("RUST_LOG", "info")];
+    let mut args = vec!["--port", "0"];
+    args.extend_from_slice(&trust);
+    args.extend_from_slice(servidor_extra);
+    let servidor = Running::start(servidor_exe(), &args, &env).await;
+    let tcp = free_port().to_string();
+    let web = free_port();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--target", &tcp, "--send-proxy"];
+    args.extend_from_slice(&trust);
+    args.extend_from_slice(bridge_extra);
+    let bridge = Running::start(bridge_exe(), &args, &env).await;
+    let dir = std::env::temp_dir().join(format!(
+        "tema12-haproxy-limits-{}-{}",
+        std::process::id(),
+        web.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let values = [
+        ("WEB_ADDR", web.to_string()),
+        ("TCP_ADDR", tcp.clone()),
+        ("BRIDGE_1", bridge.addr.to_string()),
+        ("BRIDGE_2", bridge.addr.to_string()),
+        ("SERVIDOR_1", servidor.addr.to_string()),
+        ("SERVIDOR_2", servidor.addr.to_string()),
+    ];
+    let mut config =
+        std::fs::read_to_string(repository().join("deploy").join("haproxy.cfg")).unwrap();
+    for (name, value) in &values {
+        config = config.replace(&format!("${{{name}}}"), value);
+    }
+    let missing = config
+        .match_indices("${")
+        .any(|(at, _)| config[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
+    assert!(!missing, "a value is missing:\n{config}");
+    let config_path = dir.join("haproxy.cfg");
+    std::fs::write(&config_path, config).unwrap();
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start haproxy: {error}"));
+    let system = System {
+        _servidor: servidor,
+        _bridge: bridge,
+        web,
+        haproxy: Haproxy { child, dir },
+    };
+    system.wait_until_serving().await;
+    system
+}
+
+impl System {
+    /// Waits until a session through HAProxy (from 127.0.0.2) gets its
+    /// answer.
+    async fn wait_until_serving(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Ok(mut ws)) =
+                tokio::time::timeout(Duration::from_secs(2), session_from(self.web, 2)).await
+            {
+                if let Ok(Ok(answer)) =
+                    tokio::time::timeout(Duration::from_secs(2), round_trip(&mut ws, "listo")).await
+                {
+                    assert_eq!(answer, "LISTO\n");
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            }
+            let log =
+                std::fs::read_to_string(self.haproxy.dir.join("stderr.log")).unwrap_or_default();
+            assert!(
+                started.elapsed() < PATIENCE,
+                "HAProxy never served; its log:\n{log}"
+            );
+            // Polling a process that announces nothing (HAProxy's health
+            // checks must mark the bridge up first).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// An upgrade through `web` from the loopback address 127.0.0.`host`.
+async fn session_from(web: SocketAddr, host: u8) -> Result<RawWs, WsError> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
+        .unwrap();
+    // Refused until HAProxy listens.
+    let stream = within(PATIENCE, "connect", socket.connect(web))
+        .await
+        .map_err(WsError::Io)?;
+    within(
+        PATIENCE,
+        "the upgrade",
+        tokio_tungstenite::client_async(format!("ws://{web}/ws"), stream),
+    )
+    .await
+    .map(|(ws, _)| ws)
+}
+
+/// Sends `text` as a line and reads its whole answer.
+async fn round_trip(ws: &mut RawWs, text: &str) -> Result<String, String> {
+    ws.send(Message::text(format!("{text}\n")))
+        .await
+        .map_err(|e| e.to_string())?;
+    read_answer(ws).await
+}
+
+/// Reads text until a newline.
+async fn read_answer(ws: &mut RawWs) -> Result<String, String> {
+    let mut answer = String::new();
+    while !answer.ends_with('\n') {
+        match within(PATIENCE, "an answer", ws.next()).await {
+            Some(Ok(Message::Text(part))) => answer.push_str(&part),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => return Err(format!("{other:?} after {answer:?}")),
+        }
+    }
+    Ok(answer)
+}
+
+/// A session from 127.0.0.`host` that answered.
+async fn served_session(web: SocketAddr, host: u8) -> RawWs {
+    let mut ws = session_from(web, host).await.expect("a session");
+    let answer = round_trip(&mut ws, &format!("hola {host}")).await;
+    assert_eq!(answer.unwrap(), format!("HOLA {host}\n"));
+    ws
+}
+
+/// The refusal's status, `Retry-After` and text.
+fn refusal(result: Result<RawWs, WsError>) -> (u16, Option<String>, String) {
+    let Err(WsError::Http(response)) = result else {
+        panic!("expected an HTTP refusal, got {result:?}");
+    };
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().to_string());
+    let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+    (response.status().as_u16(), retry_after, body)
+}
+
+#[tokio::test]
+async fn behind_haproxy_the_bridge_limits_each_browser_and_never_haproxy() {
+    let system = system(
+        &[],
+        &[
+            "--max-sessions-per-client",
+            "2",
+            "--upgrades-per-client",
+            "2",
+            "--max-connections-per-client",
+            "2",
+        ],
+    )
+    .await;
+    let web = system.web;
+    // Three browsers, two sessions each: six sessions from HAProxy's one
+    // address, past every cap were it one client.
+    let mut held = Vec::new();
+    for host in [3, 4, 5] {
+        for _ in 0..2 {
+            held.push(served_session(web, host).await);
+        }
+    }
+    for host in [3, 4, 5] {
+        let (status, retry_after, body) = refusal(session_from(web, host).await);
+        assert_eq!(status, 429);
+        assert_eq!(retry_after, None);
+        assert_eq!(body, "demasiadas sesiones desde esta dirección\n");
+    }
+    // 127.0.0.6 holds two sessions, then asks again and again: refused for
+    // its sessions while its burst (6) lasts, then for its rate.
+    for _ in 0..2 {
+        held.push(served_session(web, 6).await);
+    }
+    let mut attempts = 2;
+    let (status, retry_after, body) = loop {
+        assert!(attempts < 40, "never rate limited");
+        attempts += 1;
+        let refused = refusal(session_from(web, 6).await);
+        if refused.1.is_some() {
+            break refused;
+        }
+    };
+    assert!(attempts > 6, "rate limited after {attempts} upgrades");
+    assert_eq!(status, 429);
+    let seconds: u64 = retry_after.unwrap().parse().unwrap();
+    assert_eq!(
+        body,
+        format!("demasiadas conexiones nuevas desde esta dirección; espere {seconds} s\n")
+    );
+    // Another browser is not held back.
+    held.push(served_session(web, 7).await);
+}
+
+#[tokio::test]
+async fn behind_haproxy_servidor_caps_each_browser_and_never_haproxy() {
+    let system = system(
+        &["--max-connections-per-client", "1"],
+        &[
+            "--max-sessions-per-client",
+            "0",
+            "--upgrades-per-client",
+            "0",
+        ],
+    )
+    .await;
+    let web = system.web;
+    // One connection each: servidor sees three browsers, all through
+    // HAProxy's one address.
+    let mut held = Vec::new();
+    for host in [3, 4, 5] {
+        held.push(served_session(web, host).await);
+    }
+    // A second one from 127.0.0.3 is told why and closed.
+    let mut second = session_from(web, 3).await.expect("the bridge admits it");
+    assert_eq!(
+        read_answer(&mut second).await.unwrap(),
+        "demasiadas conexiones desde esta dirección\n"
+    );
+}
