@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bridge::access::AccessCode;
 use bridge::acme::{self, Acme, AcmeConfig};
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
 use bridge::origin::{AllowedOrigin, Origin, OriginPolicy};
@@ -153,6 +154,19 @@ struct Args {
     /// elige uno libre); sin esta opción no se sirven.
     #[arg(long, value_name = "MÁQUINA:PUERTO")]
     metrics: Option<HostPort>,
+
+    /// Clave de la demo: sin ella no se abre ninguna sesión (HTTP 401). Se
+    /// da en el enlace para unirse (/?clave=…), que el puente escribe al
+    /// arrancar, o en ws://…/ws?clave=…. «auto» elige una al azar (128
+    /// bits). Por defecto, ninguna si se escucha en loopback; en cualquier
+    /// otra dirección el puente elige una, salvo con --public.
+    #[arg(long, value_name = "CLAVE", conflicts_with = "public")]
+    access_code: Option<String>,
+
+    /// La demo es para cualquiera: sin clave aunque se escuche fuera de
+    /// loopback.
+    #[arg(long)]
+    public: bool,
 
     // --- Automatic HTTPS (ACME): a separate block, see `AcmeArgs`. ---
     #[command(flatten)]
@@ -329,6 +343,7 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
             warn!("{} no tiene index.html", web.display());
         }
     }
+    let access_code = access_code_of(args.access_code.as_deref(), args.public, args.listen.host())?;
     let frame_from = args.allow_frame_from.map(|origin| origin.to_string());
     let trusted_proxies = TrustedProxies::from_networks(args.trusted_proxies);
     let max_message = args.max_message as usize;
@@ -354,7 +369,34 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         drain: args.drain.get(),
         trusted_proxies,
         metrics: Arc::default(),
+        access_code,
     })
+}
+
+/// The join code the bridge asks for: the one given, a random one for
+/// `auto`, none on loopback or with `--public`, and a random one otherwise:
+/// on any other address the bridge does not serve without a decision.
+fn access_code_of(
+    given: Option<&str>,
+    public: bool,
+    listen_host: &str,
+) -> anyhow::Result<Option<AccessCode>> {
+    let code = match given {
+        Some("auto") => AccessCode::generate()?,
+        Some(code) => AccessCode::new(code).context("--access-code no es válida")?,
+        None if public || is_loopback(listen_host) => return Ok(None),
+        None => AccessCode::generate()?,
+    };
+    Ok(Some(code))
+}
+
+/// Whether `host` (of `--listen`) only accepts connections from this machine.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// SIGHUP, which operators send to reload daemons, reads the certificate
@@ -412,5 +454,17 @@ fn announce_addresses(listener: &TcpListener, config: &Config) -> anyhow::Result
         "WebSocket: {ws}://{local}/ws → servidor {}",
         config.session.target
     ));
+    // Printed once, on stdout: the teacher shares it. The log never has it.
+    if let Some(code) = &config.access_code {
+        announce(&format!(
+            "Enlace para unirse a la demo: {}",
+            code.join_link(&format!("{http}://{local}"))
+        ));
+        announce(&format!(
+            "Clientes que no son navegadores: {ws}://{local}/ws?{}={}",
+            bridge::access::QUERY,
+            code.reveal()
+        ));
+    }
     Ok(())
 }
