@@ -468,3 +468,32 @@ fn announce_addresses(listener: &TcpListener, config: &Config) -> anyhow::Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod access_code_default {
+    use super::*;
+
+    #[test]
+    fn loopback_needs_no_code_any_other_address_gets_one_unless_public() {
+        for host in ["127.0.0.1", "localhost", "::1", "[::1]", "127.9.9.9"] {
+            assert!(
+                access_code_of(None, false, host).unwrap().is_none(),
+                "{host}"
+            );
+        }
+        for host in ["0.0.0.0", "::", "192.168.1.10", "demo.example"] {
+            let code = access_code_of(None, false, host).unwrap().expect(host);
+            assert_eq!(code.reveal().len(), 22);
+            assert!(access_code_of(None, true, host).unwrap().is_none());
+        }
+        let given = access_code_of(Some("aula"), false, "0.0.0.0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(given.reveal(), "aula");
+        let auto = access_code_of(Some("auto"), false, "127.0.0.1")
+            .unwrap()
+            .unwrap();
+        assert_ne!(auto.reveal(), "auto");
+        assert!(access_code_of(Some("a b"), false, "0.0.0.0").is_err());
+    }
+}
