@@ -9,6 +9,7 @@ use std::time::Duration;
 use netkit::proxy_protocol::TrustedProxies;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access::AccessCode;
 use crate::metrics::BridgeMetrics;
 use crate::origin::OriginPolicy;
 use crate::session::SessionConfig;
@@ -50,6 +51,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// What is counted for `--metrics` (no-ops by default).
     pub metrics: Arc<BridgeMetrics>,
+    /// The join code sessions need (`--access-code`); none by default.
+    pub access_code: Option<AccessCode>,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             drain: Duration::from_secs(Self::DRAIN_SECS),
             trusted_proxies: TrustedProxies::default(),
             metrics: Arc::default(),
+            access_code: None,
         }
     }
 }

@@ -25,6 +25,7 @@
 //! - [`acme`]: https/wss with a certificate the bridge gets and renews
 //!   itself from an ACME CA (`--acme-domain`).
 
+pub mod access;
 pub mod acme;
 pub mod addresses;
 pub mod cert_store;

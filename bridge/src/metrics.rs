@@ -63,6 +63,8 @@ fn possible(side: Side, slot: usize) -> bool {
 /// Why an upgrade to a session was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// HTTP 401: no join code, or a wrong one (`--access-code`).
+    AccessCode,
     /// HTTP 403: a page of another origin.
     Origin,
     /// HTTP 503: `--max-sessions` reached.
@@ -85,7 +87,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 9] = [
+        Refusal::AccessCode,
         Refusal::Origin,
         Refusal::Limit,
         Refusal::Stopping,
@@ -98,6 +101,7 @@ impl Refusal {
 
     fn label(self) -> &'static str {
         match self {
+            Refusal::AccessCode => "access_code",
             Refusal::Origin => "origin",
             Refusal::Limit => "limit",
             Refusal::Stopping => "stopping",

@@ -36,6 +36,7 @@ use console::describe_io;
 use netkit::per_client::Held;
 use netkit::proxy_protocol::{self, ClientAddress, TrustedProxies};
 
+use crate::access::{self, AccessCode};
 use crate::config::Config;
 use crate::forwarded;
 use crate::limits::ClientLimits;
@@ -71,6 +72,8 @@ pub struct App {
     pub page: PageHeaders,
     /// Per-client limits on upgrades (sessions open, upgrades per second).
     pub limits: ClientLimits,
+    /// The join code a session needs, if any.
+    pub access_code: Option<AccessCode>,
     next_id: AtomicU64,
 }
 
@@ -93,6 +96,7 @@ impl App {
                 config.upgrades_per_client,
                 config.trusted_proxies.clone(),
             ),
+            access_code: config.access_code.clone(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -136,6 +140,10 @@ pub fn router(app: Arc<App>) -> Router {
     router
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
+            join_link,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
             security_headers,
         ))
         .with_state(app)
@@ -169,6 +177,53 @@ async fn security_headers(
     response
 }
 
+/// The join link: a page request with `?clave=` gets the code as a cookie
+/// (when it is the right one) and a 303 to the same page without it, so the
+/// code leaves the address bar and the history. `/ws` keeps its query: that
+/// is where clients that are not browsers give the code.
+async fn join_link(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request.uri();
+    let given = access::query_code(uri);
+    if uri.path() == "/ws" || given.is_none() {
+        return next.run(request).await;
+    }
+    let mut location = uri.path().to_owned();
+    if let Some(rest) = access::query_without_code(uri) {
+        location.push('?');
+        location.push_str(&rest);
+    }
+    let mut response = Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(axum::http::header::LOCATION, location)
+        .header(axum::http::header::CACHE_CONTROL, "no-store")
+        .body(Body::empty())
+        .unwrap_or_default();
+    if let (Some(code), Some(given)) = (&app.access_code, given) {
+        if code.matches(given) {
+            let https = request
+                .extensions()
+                .get::<ConnectionInfo>()
+                .is_some_and(|connection| {
+                    forwarded::site(connection.client, request.headers(), &app.trusted_proxies)
+                        .https
+                        .unwrap_or(connection.tls)
+                });
+            if let Ok(cookie) = HeaderValue::from_str(&code.cookie(https)) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::SET_COOKIE, cookie);
+            }
+        } else {
+            info!("enlace de la demo con una clave equivocada");
+        }
+    }
+    response
+}
+
 fn plain(status: StatusCode, text: impl Into<String>) -> Response {
     let mut text = text.into();
     text.push('\n');
@@ -183,26 +238,33 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// The refusals come before tungstenite's check of the upgrade headers, so
+/// that a plain `GET /ws` (the page's `fetch` after a failed WebSocket,
+/// which browsers report only as 1006) learns why with a status and a
+/// Spanish sentence; with none of them it gets 426 as before.
 async fn upgrade(
     State(app): State<Arc<App>>,
     Extension(connection): Extension<ConnectionInfo>,
     mut request: Request,
 ) -> Response {
-    // tungstenite checks the method, version, Connection, Upgrade,
-    // Sec-WebSocket-Version and the key, and derives the accept key.
-    let switching = match create_response_with_body(&request, Body::empty) {
-        Ok(response) => response,
-        Err(refused) => {
-            app.metrics.refused(Refusal::BadRequest);
-            return refused_upgrade(&refused);
-        }
-    };
-    if app.shutdown.is_cancelled() {
-        app.metrics.refused(Refusal::Stopping);
-        return stopping();
-    }
     let headers = request.headers();
     let client = forwarded::client_address(connection.client, headers, &app.trusted_proxies);
+    if app.shutdown.is_cancelled() {
+        app.metrics.refused(Refusal::Stopping);
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "el puente se está deteniendo",
+            Some(1),
+        );
+    }
+    if let Some(code) = &app.access_code {
+        if !code.admits(request.uri(), headers) {
+            app.metrics.refused(Refusal::AccessCode);
+            // Neither the code nor the query goes to the log.
+            info!("sesión rechazada desde {client}: falta la clave de la demo o no es la correcta");
+            return refusal(StatusCode::UNAUTHORIZED, "falta la clave de la demo", None);
+        }
+    }
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
     // Behind a trusted proxy that ended TLS, the page's origin is the one
     // the browser used, not the one the proxy spoke to us with.
@@ -227,9 +289,10 @@ async fn upgrade(
         } else {
             info!("origen rechazado: {origin} (desde {client}); admítalo con --allow-origin");
         }
-        return plain(
+        return refusal(
             StatusCode::FORBIDDEN,
-            format!("origen no permitido: {origin}; el puente solo admite sus propias páginas y las de --allow-origin"),
+            &format!("la página no es de este puente (origen {origin}; el puente solo admite sus propias páginas y las de --allow-origin)"),
+            None,
         );
     }
 
@@ -243,10 +306,20 @@ async fn upgrade(
     let Ok(permit) = Arc::clone(&app.sessions).try_acquire_owned() else {
         app.metrics.refused(Refusal::Limit);
         warn!("sesión rechazada desde {client}: se alcanzó el máximo de sesiones");
-        return plain(
+        return refusal(
             StatusCode::SERVICE_UNAVAILABLE,
-            "demasiadas sesiones abiertas; inténtelo más tarde",
+            "el puente está lleno",
+            Some(5),
         );
+    };
+    // tungstenite checks the method, version, Connection, Upgrade,
+    // Sec-WebSocket-Version and the key, and derives the accept key.
+    let switching = match create_response_with_body(&request, Body::empty) {
+        Ok(response) => response,
+        Err(refused) => {
+            app.metrics.refused(Refusal::BadRequest);
+            return refused_upgrade(&refused);
+        }
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         app.metrics.refused(Refusal::BadRequest);
@@ -264,6 +337,18 @@ async fn upgrade(
         (permit, client_place),
     );
     switching
+}
+
+/// A refused upgrade: the status, the sentence the page shows (first line of
+/// the body), and for a temporary refusal the seconds to wait.
+fn refusal(status: StatusCode, sentence: &str, retry_after: Option<u32>) -> Response {
+    let mut response = plain(status, sentence);
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 /// Runs the session once hyper hands over the upgraded connection; the
@@ -343,7 +428,7 @@ fn refused_upgrade(refused: &WsError) -> Response {
     }
 }
 
-/// The answer to new sessions and health checks once the bridge is
+/// The answer to health checks once the bridge is
 /// stopping, so that a load balancer sends nobody new here.
 fn stopping() -> Response {
     plain(StatusCode::SERVICE_UNAVAILABLE, "el puente se detiene")

@@ -45,23 +45,29 @@ fn page_folder(tag: u16) -> PathBuf {
     dir
 }
 
-/// Starts the bridge on `listen` (port 0) and returns what it printed
-/// for the page and the WebSocket once it serves.
+/// Starts the bridge on `listen` (port 0), open to everyone, and returns
+/// what it printed for the page and the WebSocket once it serves.
 async fn announced(listen: &str, expected: usize) -> (Running, Vec<String>, Vec<String>) {
-    let web = page_folder(expected as u16 * 10 + listen.len() as u16);
-    let bridge = Running::start(
-        BRIDGE,
-        &[
-            "--listen",
-            listen,
-            "--target",
-            "127.0.0.1:9",
-            "--web",
-            web.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    announced_with(listen, expected, &["--public"]).await
+}
+
+/// The same, with `extra` arguments.
+async fn announced_with(
+    listen: &str,
+    expected: usize,
+    extra: &[&str],
+) -> (Running, Vec<String>, Vec<String>) {
+    let web = page_folder(expected as u16 * 10 + listen.len() as u16 + extra.len() as u16);
+    let mut args = vec![
+        "--listen",
+        listen,
+        "--target",
+        "127.0.0.1:9",
+        "--web",
+        web.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let bridge = Running::start(BRIDGE, &args, &[]).await;
     // Serving through loopback: the announcement was printed before.
     let loopback = SocketAddr::from(([127, 0, 0, 1], bridge.addr.port()));
     assert_eq!(http_get(loopback, "/").await.status, 200);
@@ -146,4 +152,33 @@ async fn on_a_given_address_it_names_that_one_alone() {
     let (bridge, pages, sockets) = announced("127.0.0.1:0", 1).await;
     assert_eq!(pages, [format!("http://{}/", bridge.addr)]);
     assert_eq!(sockets, [format!("ws://{}/ws", bridge.addr)]);
+}
+
+#[tokio::test]
+async fn with_a_join_code_each_address_gets_its_join_link() {
+    let ipv4: Vec<IpAddr> = reachable_addresses()
+        .into_iter()
+        .filter(IpAddr::is_ipv4)
+        .collect();
+    let code = "clave-de-prueba";
+    let (bridge, _, _) = announced_with("0.0.0.0:0", ipv4.len(), &["--access-code", code]).await;
+    bridge.wait_for_log("Clientes que no son navegadores").await;
+    let log = bridge.log();
+    assert!(!log.contains("0.0.0.0"), "{log}");
+    let pages: BTreeSet<String> = log
+        .lines()
+        .filter_map(|line| line.strip_prefix("  Abra "))
+        .map(String::from)
+        .collect();
+    let port = bridge.addr.port();
+    let ips = if ipv4.is_empty() {
+        vec![IpAddr::from([127, 0, 0, 1])]
+    } else {
+        ipv4
+    };
+    let expected: BTreeSet<String> = urls("http", port, &ips, "")
+        .into_iter()
+        .chain(urls("http", port, &ips, &format!("?clave={code}")))
+        .collect();
+    assert_eq!(pages, expected, "{log}");
 }

@@ -48,6 +48,9 @@ struct App {
     retry: Option<Retry>,
     backoff: Backoff,
     conversation: Conversation,
+    /// Whether the current WebSocket ever opened: one that did not was
+    /// refused, and the page asks the bridge why.
+    was_open: bool,
 }
 
 fn now_ms() -> f64 {
@@ -79,6 +82,7 @@ pub fn start() -> Result<(), JsValue> {
         retry: None,
         backoff: Backoff::default(),
         conversation: Conversation::default(),
+        was_open: false,
     }));
 
     // The page's own handlers live as long as the page.
@@ -117,6 +121,7 @@ fn connect(shared: &Shared) {
     let mut app = shared.borrow_mut();
     app.cancel_retry();
     app.connection = None;
+    app.was_open = false;
     let url = match &app.url {
         Ok(url) => url.clone(),
         Err(problem) => {
@@ -188,6 +193,19 @@ fn closed(shared: &Shared, event: CloseEvent) {
         status.push_str(&reason);
     }
     status.push(')');
+    if app.wanted && !app.was_open {
+        // Browsers hide the handshake's answer (1006): a plain fetch of
+        // the same URL gets the refusal's status and sentence.
+        if let Ok(url) = app.url.clone() {
+            app.page.set_status(
+                State::Disconnected,
+                &format!("{status} — preguntando al puente por qué…"),
+            );
+            drop(app);
+            ask_why(shared, &url);
+            return;
+        }
+    }
     if app.wanted {
         let delay = app.backoff.closed(now_ms(), js_sys::Math::random());
         let seconds = format!("{:.1}", f64::from(delay) / 1000.0).replace('.', ",");
@@ -195,6 +213,124 @@ fn closed(shared: &Shared, event: CloseEvent) {
         schedule_retry(&mut app, shared, delay);
     }
     app.page.set_status(State::Disconnected, &status);
+}
+
+/// The http(s) form of a ws(s) URL.
+fn http_form(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        url.to_owned()
+    }
+}
+
+/// Fetches the WebSocket's URL as plain HTTP and acts on the answer.
+fn ask_why(shared: &Shared, url: &str) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let weak = Rc::downgrade(shared);
+    let weak_failed = weak.clone();
+    let on_response = Closure::once(move |value: JsValue| {
+        let Ok(response) = value.dyn_into::<web_sys::Response>() else {
+            return;
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .ok()
+            .flatten()
+            .and_then(|value| value.trim().parse::<u32>().ok());
+        let Ok(text) = response.text() else {
+            return;
+        };
+        let on_text = Closure::once(move |text: JsValue| {
+            let text = text.as_string().unwrap_or_default();
+            if let Some(shared) = weak.upgrade() {
+                refused(
+                    &shared,
+                    status,
+                    text.lines().next().unwrap_or(""),
+                    retry_after,
+                );
+            }
+        });
+        let _ = text.then(&on_text);
+        on_text.forget();
+    });
+    let on_failure = Closure::once(move |_: JsValue| {
+        if let Some(shared) = weak_failed.upgrade() {
+            refused(&shared, 0, "", None);
+        }
+    });
+    let _ = window
+        .fetch_with_str(&http_form(url))
+        .then2(&on_response, &on_failure);
+    // Each runs at most once, and the page lives as long as they may.
+    on_response.forget();
+    on_failure.forget();
+}
+
+/// What the bridge said about a refused WebSocket: a code or an origin
+/// will not change by waiting, so the page stops until the person acts;
+/// the others wait the announced `Retry-After` or the usual backoff.
+fn refused(shared: &Shared, status: u16, sentence: &str, retry_after: Option<u32>) {
+    let mut app = shared.borrow_mut();
+    if !app.wanted || app.connection.is_some() || app.retry.is_some() {
+        return;
+    }
+    match status {
+        401 | 403 => {
+            app.wanted = false;
+            app.page.offer(true);
+            let what = if status == 401 {
+                show_code_form();
+                "escriba la clave de la demo"
+            } else {
+                "pulse Conectar para intentarlo de nuevo"
+            };
+            app.page.set_status(
+                State::Disconnected,
+                &format!("Rechazado: {sentence} ({what})"),
+            );
+        }
+        _ => {
+            let mut delay = app.backoff.closed(now_ms(), js_sys::Math::random());
+            if let Some(seconds) = retry_after {
+                delay = delay.max(seconds.saturating_mul(1000));
+            }
+            let seconds = format!("{:.1}", f64::from(delay) / 1000.0).replace('.', ",");
+            let why = if sentence.is_empty() || status == 0 || status == 426 {
+                String::from("Desconectado")
+            } else {
+                format!("Rechazado: {sentence}")
+            };
+            app.page.set_status(
+                State::Disconnected,
+                &format!("{why} — nuevo intento en {seconds} s"),
+            );
+            schedule_retry(&mut app, shared, delay);
+        }
+    }
+}
+
+/// Shows the form that asks for the demo's code, focused.
+fn show_code_form() {
+    let Some(document) = web_sys::window().and_then(|window| window.document()) else {
+        return;
+    };
+    if let Some(form) = document.get_element_by_id("clave-formulario") {
+        let _ = form.remove_attribute("hidden");
+    }
+    if let Some(input) = document
+        .get_element_by_id("clave")
+        .and_then(|element| element.dyn_into::<web_sys::HtmlElement>().ok())
+    {
+        let _ = input.focus();
+    }
 }
 
 fn schedule_retry(app: &mut App, shared: &Shared, delay_ms: u32) {
@@ -263,6 +399,7 @@ impl App {
         // Not a reset yet: when servidor is down the bridge accepts the
         // WebSocket and closes it at once (see crate::backoff).
         self.backoff.opened(now_ms());
+        self.was_open = true;
         let url = self.url.clone().unwrap_or_default();
         self.page
             .set_status(State::Connected, &format!("Conectado a {url}"));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bridge::access::AccessCode;
 use bridge::acme::{self, Acme, AcmeConfig};
 use bridge::addresses;
 use bridge::metrics::{BridgeMetrics, CONNECT_BUCKETS, CONNECT_SECONDS};
@@ -173,6 +174,19 @@ struct Args {
     /// elige uno libre); sin esta opción no se sirven.
     #[arg(long, value_name = "MÁQUINA:PUERTO")]
     metrics: Option<HostPort>,
+
+    /// Clave de la demo: sin ella no se abre ninguna sesión (HTTP 401). Se
+    /// da en el enlace para unirse (/?clave=…), que el puente escribe al
+    /// arrancar, o en ws://…/ws?clave=…. «auto» elige una al azar (128
+    /// bits). Por defecto, ninguna si se escucha en loopback; en cualquier
+    /// otra dirección el puente elige una, salvo con --public.
+    #[arg(long, value_name = "CLAVE", conflicts_with = "public")]
+    access_code: Option<String>,
+
+    /// La demo es para cualquiera: sin clave aunque se escuche fuera de
+    /// loopback.
+    #[arg(long)]
+    public: bool,
 
     // --- Automatic HTTPS (ACME): a separate block, see `AcmeArgs`. ---
     #[command(flatten)]
@@ -349,6 +363,7 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
             warn!("{} no tiene index.html", web.display());
         }
     }
+    let access_code = access_code_of(args.access_code.as_deref(), args.public, args.listen.host())?;
     let frame_from = args.allow_frame_from.map(|origin| origin.to_string());
     let trusted_proxies = TrustedProxies::from_networks(args.trusted_proxies);
     let max_message = args.max_message as usize;
@@ -377,7 +392,34 @@ fn config_of(args: Args) -> anyhow::Result<Config> {
         drain: args.drain.get(),
         trusted_proxies,
         metrics: Arc::default(),
+        access_code,
     })
+}
+
+/// The join code the bridge asks for: the one given, a random one for
+/// `auto`, none on loopback or with `--public`, and a random one otherwise:
+/// on any other address the bridge does not serve without a decision.
+fn access_code_of(
+    given: Option<&str>,
+    public: bool,
+    listen_host: &str,
+) -> anyhow::Result<Option<AccessCode>> {
+    let code = match given {
+        Some("auto") => AccessCode::generate()?,
+        Some(code) => AccessCode::new(code).context("--access-code no es válida")?,
+        None if public || is_loopback(listen_host) => return Ok(None),
+        None => AccessCode::generate()?,
+    };
+    Ok(Some(code))
+}
+
+/// Whether `host` (of `--listen`) only accepts connections from this machine.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// SIGHUP, which operators send to reload daemons, reads the certificate
@@ -465,5 +507,51 @@ fn announce_addresses(listener: &TcpListener, config: &Config) -> anyhow::Result
             config.session.target
         ));
     }
+    // Printed once, on stdout: the teacher shares it. The log never has it.
+    if let Some(code) = &config.access_code {
+        announce("Enlace para unirse a la demo (compártalo con la clase):");
+        for url in urls(http) {
+            announce(&format!(
+                "  Abra {}",
+                code.join_link(url.trim_end_matches('/'))
+            ));
+        }
+        for url in urls(ws) {
+            announce(&format!(
+                "Clientes que no son navegadores: {url}ws?{}={}",
+                bridge::access::QUERY,
+                code.reveal()
+            ));
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod access_code_default {
+    use super::*;
+
+    #[test]
+    fn loopback_needs_no_code_any_other_address_gets_one_unless_public() {
+        for host in ["127.0.0.1", "localhost", "::1", "[::1]", "127.9.9.9"] {
+            assert!(
+                access_code_of(None, false, host).unwrap().is_none(),
+                "{host}"
+            );
+        }
+        for host in ["0.0.0.0", "::", "192.168.1.10", "demo.example"] {
+            let code = access_code_of(None, false, host).unwrap().expect(host);
+            assert_eq!(code.reveal().len(), 22);
+            assert!(access_code_of(None, true, host).unwrap().is_none());
+        }
+        let given = access_code_of(Some("aula"), false, "0.0.0.0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(given.reveal(), "aula");
+        let auto = access_code_of(Some("auto"), false, "127.0.0.1")
+            .unwrap()
+            .unwrap();
+        assert_ne!(auto.reveal(), "auto");
+        assert!(access_code_of(Some("a b"), false, "0.0.0.0").is_err());
+    }
 }
