@@ -313,6 +313,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         announce(&format!(
             "HTTPS automático (ACME) para {domains}: la CA comprueba el puerto 443, que debe llegar a este puente"
         ));
+        // People come in by the name (on 443), not by this machine's
+        // addresses: that is the link to share.
+        if let Some(code) = &config.access_code {
+            for domain in domains.split(", ") {
+                announce(&format!(
+                    "Enlace con el nombre: {}",
+                    code.join_link(&format!("https://{domain}"))
+                ));
+            }
+        }
     }
     if let Some((metrics_listener, exporter)) = scraped {
         let metrics_addr = metrics_listener
