@@ -1,0 +1,276 @@
+//! A headless Chromium under chromedriver for the page's tests
+//! (`browser.rs`, `browser_access.rs`), and the system it loads: servidor
+//! in the test's runtime, the real bridge serving the built page.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use testkit::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// A headless Chromium under chromedriver, closed when dropped.
+pub struct Browser {
+    pub client: Client,
+    _driver: Child,
+    _profile: TempDir,
+}
+
+pub struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One of ChromeDriver's logs, emptied as it is read: `browser` (the
+/// console, `goog:loggingPrefs` asks for it) or `performance` (DevTools
+/// events). An extension of ChromeDriver's, not W3C WebDriver.
+#[derive(Debug)]
+pub struct GetLog(&'static str);
+
+impl WebDriverCompatibleCommand for GetLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = serde_json::json!({ "type": self.0 }).to_string();
+        (http::Method::POST, Some(body))
+    }
+}
+
+impl Browser {
+    pub async fn start(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, false).await
+    }
+
+    /// A browser that also records the page's network events, for
+    /// [`Browser::websockets_created`].
+    pub async fn start_recording_network(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, true).await
+    }
+
+    pub async fn launch(width: u32, height: u32, network: bool) -> Browser {
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver: run scripts/setup --browser first");
+        let port = driver_port(&mut driver).await;
+        let profile =
+            TempDir(std::env::temp_dir().join(format!("chromium-{}-{port}", std::process::id())));
+        let capabilities = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-quic",
+                    format!("--user-data-dir={}", profile.0.display()),
+                    format!("--window-size={width},{height}"),
+                ]
+            },
+            "goog:loggingPrefs": {
+                "browser": "ALL",
+                "performance": if network { "ALL" } else { "OFF" },
+            }
+        });
+        let capabilities = match capabilities {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        // ChromeDriver listens once it has said so: one attempt.
+        let url = format!("http://127.0.0.1:{port}");
+        let client = within(
+            PATIENCE,
+            "chromedriver and chromium",
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&url),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a session of chromedriver on port {port}: {e}"));
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    /// The element's rendered text (`innerText`, trimmed).
+    pub async fn text_of(&self, id: &str) -> String {
+        let script = "return document.getElementById(arguments[0]).innerText.trim()";
+        let text = self
+            .client
+            .execute(script, vec![id.into()])
+            .await
+            .unwrap_or_else(|e| panic!("the text of #{id}: {e}"));
+        text.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits, in the page, until the element's text is no longer `seen`,
+    /// and returns it: a `MutationObserver` answers on the change.
+    pub async fn next_text(&self, id: &str, seen: &str) -> String {
+        const SCRIPT: &str = "
+            const [id, seen, done] = arguments;
+            const element = document.getElementById(id);
+            const text = () => element.innerText.trim();
+            const observer = new MutationObserver(() => {
+                if (text() !== seen) { observer.disconnect(); done(text()); }
+            });
+            if (text() !== seen) { done(text()); }
+            else { observer.observe(element, { childList: true, subtree: true, characterData: true }); }
+        ";
+        let text = self
+            .client
+            .execute_async(SCRIPT, vec![id.into(), seen.into()])
+            .await
+            .unwrap_or_else(|e| panic!("a change of #{id}: {e}"));
+        text.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until the element's text satisfies `test`; returns it.
+    pub async fn wait_text(&self, id: &str, what: &str, test: impl Fn(&str) -> bool) -> String {
+        let waiting = async {
+            let mut text = self.text_of(id).await;
+            while !test(&text) {
+                text = self.next_text(id, &text).await;
+            }
+            text
+        };
+        match tokio::time::timeout(PATIENCE, waiting).await {
+            Ok(text) => text,
+            Err(_) => panic!(
+                "#{id} never showed {what}; it shows {:?}",
+                self.text_of(id).await
+            ),
+        }
+    }
+
+    pub async fn type_message(&self, text: &str) {
+        let input = self.client.find(Locator::Id("mensaje")).await.unwrap();
+        input.send_keys(text).await.unwrap();
+    }
+
+    pub async fn click(&self, id: &str) {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Reads (and so empties) ChromeDriver's `kind` log.
+    pub async fn log(&self, kind: &'static str) -> Vec<serde_json::Value> {
+        let entries = within(
+            PATIENCE,
+            "ChromeDriver's log",
+            self.client.issue_cmd(GetLog(kind)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ChromeDriver's {kind} log: {e}"));
+        match entries {
+            serde_json::Value::Array(entries) => entries,
+            other => panic!("ChromeDriver's {kind} log is not a list: {other}"),
+        }
+    }
+
+    /// The console's errors since the last call (a failed load counts).
+    pub async fn console_errors(&self) -> Vec<String> {
+        self.log("browser")
+            .await
+            .into_iter()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// WebSockets the page created since the last call (a browser from
+    /// [`Browser::start_recording_network`]): what the page did, whatever
+    /// the bridge logs.
+    pub async fn websockets_created(&self) -> usize {
+        self.log("performance")
+            .await
+            .iter()
+            .filter_map(|entry| entry["message"].as_str())
+            .filter_map(|message| serde_json::from_str::<serde_json::Value>(message).ok())
+            .filter(|message| message["message"]["method"] == "Network.webSocketCreated")
+            .count()
+    }
+
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.unwrap();
+        let folder = repository().join("target/screenshots");
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join(name);
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+}
+
+/// The port ChromeDriver says it listens on, from its line `ChromeDriver
+/// was started successfully on port N.`
+pub async fn driver_port(driver: &mut Child) -> u16 {
+    let stdout = driver.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let said = within(PATIENCE, "chromedriver's port", async {
+        while let Some(line) = lines.next_line().await.expect("chromedriver's output") {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return rest.trim_end_matches('.').parse().ok();
+            }
+        }
+        None
+    })
+    .await;
+    // The rest of its output is not needed; it must not fill the pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    said.expect("chromedriver never said its port")
+}
+
+/// `servidor::serve` on `listener`, in the test's runtime, until the guard
+/// is dropped.
+pub fn serve(listener: TcpListener) -> DropGuard {
+    let stop = CancellationToken::new();
+    tokio::spawn(servidor::serve(
+        listener,
+        servidor::Config::default(),
+        stop.clone(),
+    ));
+    stop.drop_guard()
+}
+
+/// servidor on a port the kernel chose, and a bridge in front serving the page.
+pub async fn system() -> (DropGuard, Running) {
+    let dist = built_page();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let server = serve(listener);
+    let bridge = bridge_to(target, &["--web", dist.to_str().unwrap()]).await;
+    (server, bridge)
+}
+
+pub fn page_url(bridge: SocketAddr) -> String {
+    format!("http://{bridge}/")
+}
