@@ -36,11 +36,14 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
 /// A package's own tests take their binaries from cargo
 /// (`CARGO_BIN_EXE_<name>`), which builds them first. The tests that cross
 /// packages (the whole chain, the browser, the balancers, loadgen's smoke
-/// run) ask for the others here: the first call for a name in a test process
-/// runs `cargo build --bin <name>` into the same target directory and
-/// profile (a no-op when it is up to date), so `cargo test -p <package>`
-/// works on its own as well as inside `cargo test --workspace`.
+/// run) ask for the others here: the first call for one of the system's
+/// three binaries in a test process builds all three in one `cargo build`
+/// into the same target directory and profile (a no-op when they are up to
+/// date; one run instead of three, as each costs a second or two), so
+/// `cargo test -p <package>` works on its own as well as inside `cargo test
+/// --workspace`.
 pub fn built(name: &str) -> PathBuf {
+    const SYSTEM_BINARIES: [&str; 3] = ["servidor", "cliente", "bridge"];
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let test_exe = std::env::current_exe().expect("the test's own path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -79,9 +82,17 @@ pub fn built(name: &str) -> PathBuf {
             }
         }
         command
-            .args(["build", "--quiet", "--bin", name, "--target-dir"])
+            .args(["build", "--quiet", "--target-dir"])
             .arg(target_dir)
             .current_dir(repository());
+        let together = if SYSTEM_BINARIES.contains(&name) {
+            SYSTEM_BINARIES.as_slice()
+        } else {
+            std::slice::from_ref(&name)
+        };
+        for bin in together {
+            command.args(["--bin", bin]);
+        }
         if profile_dir.file_name().is_some_and(|dir| dir == "release") {
             command.arg("--release");
         }
@@ -93,7 +104,7 @@ pub fn built(name: &str) -> PathBuf {
             "cargo build --bin {name} failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        built.push(name.to_string());
+        built.extend(together.iter().map(|bin| bin.to_string()));
     }
     assert!(
         path.exists(),
@@ -118,6 +129,9 @@ pub fn built_page() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let root = repository();
     BUILT.get_or_init(|| {
+        if page_is_fresh(&root) {
+            return;
+        }
         let home = std::env::var("HOME").unwrap_or_default();
         let path = format!(
             "{}/.tools/node_modules/.bin:{home}/.cargo/bin:{}",
@@ -138,6 +152,44 @@ pub fn built_page() -> PathBuf {
         );
     });
     root.join("dist")
+}
+
+/// Whether `dist/index.html` is newer than everything the page is built
+/// from (`index.html`, `Trunk.toml`, `Cargo.toml`, `Cargo.lock`, `web/`): then trunk
+/// would only copy the same files again, at about five seconds a test
+/// process.
+fn page_is_fresh(root: &Path) -> bool {
+    fn modified(path: &Path) -> Option<std::time::SystemTime> {
+        std::fs::metadata(path)
+            .and_then(|meta| meta.modified())
+            .ok()
+    }
+    fn newest_in(dir: &Path) -> Option<std::time::SystemTime> {
+        let mut newest = modified(dir)?;
+        for entry in std::fs::read_dir(dir).ok()? {
+            let path = entry.ok()?.path();
+            let stamp = if path.is_dir() {
+                newest_in(&path)?
+            } else {
+                modified(&path)?
+            };
+            newest = newest.max(stamp);
+        }
+        Some(newest)
+    }
+    let Some(built) = modified(&root.join("dist/index.html")) else {
+        return false;
+    };
+    let sources = [
+        modified(&root.join("index.html")),
+        modified(&root.join("Trunk.toml")),
+        modified(&root.join("Cargo.lock")),
+        modified(&root.join("Cargo.toml")),
+        newest_in(&root.join("web")),
+    ];
+    sources
+        .into_iter()
+        .all(|source| source.is_some_and(|source| source < built))
 }
 
 /// `servidor`, as last built (see [`built`]).
