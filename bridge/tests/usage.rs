@@ -7,7 +7,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use testkit::{run_with_input, Finished, PATIENCE};
+use testkit::{refuses_value, run_with_input, Finished, PATIENCE};
 
 const BRIDGE: &str = env!("CARGO_BIN_EXE_bridge");
 
@@ -57,21 +57,12 @@ async fn a_bad_value_is_a_usage_error_naming_its_flag() {
     ];
     for (flag, value, why) in cases {
         // Listening on port 0 unless the case is about --listen itself.
-        let args = if flag == "--listen" {
-            vec![flag, value]
+        let base: &[&str] = if flag == "--listen" {
+            &[]
         } else {
-            vec!["--listen", "127.0.0.1:0", flag, value]
+            &["--listen", "127.0.0.1:0"]
         };
-        let run = run(&args).await;
-        assert_eq!(run.status.code(), Some(2), "{flag} {value}: {}", run.stderr);
-        let named = format!("error: valor no válido «{value}» para {flag} <");
-        assert!(
-            run.stderr.starts_with(&named),
-            "{flag} {value}: {}",
-            run.stderr
-        );
-        assert!(run.stderr.contains(why), "{flag} {value}: {}", run.stderr);
-        assert!(run.stdout.is_empty(), "{flag} {value}: {}", run.stdout);
+        refuses_value(BRIDGE, base, flag, value, why).await;
     }
 }
 

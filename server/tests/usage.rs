@@ -7,7 +7,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use testkit::{run_with_input, Finished, PATIENCE};
+use testkit::{refuses_value, run_with_input, Finished, PATIENCE};
 
 const SERVIDOR: &str = env!("CARGO_BIN_EXE_servidor");
 
@@ -40,22 +40,13 @@ async fn a_bad_value_is_a_usage_error_naming_its_flag() {
         ("--max-connections", "0", ""),
     ];
     for (flag, value, why) in cases {
-        // Port 0 unless the case is about the port itself.
-        let args = if flag == "--port" {
-            vec![flag, value]
+        // Port 0 unless the case is about --port itself.
+        let base: &[&str] = if flag == "--port" {
+            &[]
         } else {
-            vec!["--port", "0", flag, value]
+            &["--port", "0"]
         };
-        let run = run(&args).await;
-        assert_eq!(run.status.code(), Some(2), "{flag} {value}: {}", run.stderr);
-        let named = format!("error: valor no válido «{value}» para {flag} <");
-        assert!(
-            run.stderr.starts_with(&named),
-            "{flag} {value}: {}",
-            run.stderr
-        );
-        assert!(run.stderr.contains(why), "{flag} {value}: {}", run.stderr);
-        assert!(run.stdout.is_empty(), "{flag} {value}: {}", run.stdout);
+        refuses_value(SERVIDOR, base, flag, value, why).await;
     }
 }
 

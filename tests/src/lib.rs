@@ -273,6 +273,30 @@ pub async fn websocket_from(
     .map(|(ws, _response)| ws)
 }
 
+/// Runs `program args… flag value`, which must be a usage error as clap
+/// reports it here: exit code 2, standard error starting with «valor no
+/// válido «value» para flag <…» and holding `why`, nothing on stdout.
+pub async fn refuses_value(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    flag: &str,
+    value: &str,
+    why: &str,
+) {
+    let mut all = args.to_vec();
+    all.extend([flag, value]);
+    let run = run_with_input(program, &all, b"").await;
+    assert_eq!(run.status.code(), Some(2), "{flag} {value}: {}", run.stderr);
+    let named = format!("error: valor no válido «{value}» para {flag} <");
+    assert!(
+        run.stderr.starts_with(&named),
+        "{flag} {value}: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(why), "{flag} {value}: {}", run.stderr);
+    assert!(run.stdout.is_empty(), "{flag} {value}: {}", run.stdout);
+}
+
 /// Runs `program args…`, which must refuse them: exit code 1 and a line
 /// on standard error holding `message`. What it printed, for more checks.
 pub async fn refuses(
