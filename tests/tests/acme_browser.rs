@@ -16,13 +16,15 @@ use std::time::Duration;
 
 use bridge::acme::{Acme, AcmeConfig};
 use bridge::Config;
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::Locator;
 use testkit::*;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use pebble::{Folder, Pebble};
+
+mod chromium;
+use chromium::{Browser, Options};
 
 /// The demo's name.
 const DOMAIN: &str = "demo.example.org";
@@ -45,81 +47,6 @@ async fn run(program: &str, args: &[&str], home: &Path) {
         "{program} {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// A port free a moment ago (chromedriver cannot be told to pick one).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap()
-}
-
-/// Headless Chromium under chromedriver with `home` as its HOME (so its
-/// NSS database is `home/.pki/nssdb`) and `DOMAIN` mapped to 127.0.0.1.
-async fn chromium(folder: &Folder, home: &Path) -> (Client, tokio::process::Child) {
-    let port = free_port();
-    let driver = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .env("HOME", home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromedriver: run scripts/setup --browser first");
-    let capabilities = serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-quic",
-                format!("--host-resolver-rules=MAP {DOMAIN} 127.0.0.1"),
-                format!("--user-data-dir={}", folder.0.join("chromium").display()),
-            ]
-        }
-    });
-    let serde_json::Value::Object(capabilities) = capabilities else {
-        unreachable!()
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    let client = within(PATIENCE, "chromedriver and chromium", async {
-        loop {
-            let attempt = ClientBuilder::new(HttpConnector::new())
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await;
-            match attempt {
-                Ok(client) => return client,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    })
-    .await;
-    (client, driver)
-}
-
-/// Waits until element `id`'s text satisfies `test`; returns it.
-async fn wait_text(client: &Client, id: &str, test: impl Fn(&str) -> bool) -> String {
-    let text_of = || async {
-        match client.find(Locator::Id(id)).await {
-            Ok(element) => element.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    };
-    let waiting = async {
-        loop {
-            let text = text_of().await;
-            if test(&text) {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    match tokio::time::timeout(PATIENCE, waiting).await {
-        Ok(text) => text,
-        Err(_) => panic!("#{id} shows {:?}", text_of().await),
-    }
 }
 
 /// A `servidor` in this process.
@@ -199,12 +126,28 @@ async fn chromium_trusting_the_ca_loads_the_page_over_https_and_gets_hola() {
     )
     .await;
 
-    let (client, _driver) = chromium(&folder, &home).await;
+    // Trusts pebble's root through HOME's NSS database, and finds the
+    // demo's name at 127.0.0.1.
+    let browser = Browser::launch_with(
+        1000,
+        800,
+        false,
+        Options {
+            extra_args: vec![format!("--host-resolver-rules=MAP {DOMAIN} 127.0.0.1")],
+            home: Some(home.clone()),
+        },
+    )
+    .await;
+    let client = &browser.client;
     client
         .goto(&format!("https://{DOMAIN}:{port}/"))
         .await
         .unwrap();
-    let connected = wait_text(&client, "estado", |text| text.starts_with("Conectado a")).await;
+    let connected = browser
+        .wait_text("estado", "Conectado", |text| {
+            text.starts_with("Conectado a")
+        })
+        .await;
     assert_eq!(connected, format!("Conectado a wss://{DOMAIN}:{port}/ws"));
     let input = client.find(Locator::Id("mensaje")).await.unwrap();
     input.send_keys("Hola").await.unwrap();
@@ -215,11 +158,12 @@ async fn chromium_trusting_the_ca_loads_the_page_over_https_and_gets_hola() {
         .click()
         .await
         .unwrap();
-    wait_text(&client, "registro", |text| {
-        text.contains("Recibido del servidor: HOLA")
-    })
-    .await;
-    client.close().await.unwrap();
+    browser
+        .wait_text("registro", "HOLA", |text| {
+            text.contains("Recibido del servidor: HOLA")
+        })
+        .await;
+    browser.client.close().await.unwrap();
     stop.cancel();
     pebble.stop().await;
 }

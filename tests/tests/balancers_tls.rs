@@ -21,12 +21,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::client::legacy::connect::HttpConnector;
 use testkit::*;
 
+mod chromium;
 mod loopback_recipe;
+use chromium::{Browser, Options};
 use loopback_recipe::{hand_over, inherited_addresses, listening, recipe_flags, render};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -84,13 +85,6 @@ impl Drop for Balancer {
         }
         let _ = self.child.start_kill();
     }
-}
-
-/// A free loopback port for a process that cannot report its own.
-/// (chromedriver's port: it cannot take a socket nor report a port 0.)
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// The self-signed certificate for [`NAME`] the balancer serves.
@@ -311,97 +305,24 @@ async fn round_trip(ws: &mut Wss, text: &str) -> Result<String, String> {
     Ok(answer)
 }
 
-/// A headless Chromium under chromedriver that accepts the test's
-/// certificate and finds [`NAME`] at 127.0.0.1; closed when dropped.
-struct Browser {
-    client: Client,
-    _driver: Child,
-    _profile: Scratch,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let port = free_port().port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver: run scripts/setup --browser first");
-        let profile = Scratch::new("chromium");
-        let capabilities = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--disable-quic",
-                    // The balancer's certificate is self-signed.
-                    "--ignore-certificate-errors",
-                    format!("--host-resolver-rules=MAP {NAME} 127.0.0.1"),
-                    format!("--user-data-dir={}", profile.0.display()),
-                    "--window-size=1000,800",
-                ]
-            },
-            "goog:loggingPrefs": { "browser": "ALL" }
-        });
-        let capabilities = match capabilities {
-            serde_json::Value::Object(map) => map,
-            _ => unreachable!(),
-        };
-        let url = format!("http://127.0.0.1:{port}");
-        let client = within(PATIENCE, "chromedriver and chromium", async {
-            loop {
-                let attempt = ClientBuilder::new(HttpConnector::new())
-                    .capabilities(capabilities.clone())
-                    .connect(&url)
-                    .await;
-                match attempt {
-                    Ok(client) => return client,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        })
-        .await;
-        Browser {
-            client,
-            _driver: driver,
-            _profile: profile,
-        }
-    }
-
-    async fn text_of(&self, id: &str) -> String {
-        let element = self.client.find(Locator::Id(id)).await.unwrap();
-        element.text().await.unwrap()
-    }
-
-    /// Waits until the element's text satisfies `test`; returns it.
-    async fn wait_text(&self, id: &str, what: &str, test: impl Fn(&str) -> bool) -> String {
-        let waiting = async {
-            loop {
-                let text = self.text_of(id).await;
-                if test(&text) {
-                    return text;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        match tokio::time::timeout(PATIENCE, waiting).await {
-            Ok(text) => text,
-            Err(_) => panic!(
-                "#{id} never showed {what}; it shows {:?}",
-                self.text_of(id).await
-            ),
-        }
-    }
-}
-
 /// The page from `https://demo.example:PORT/` through the balancer gets
 /// HOLA over wss://; a foreign page's upgrade gets 403 there.
 async fn the_page_says_hola_over_wss_through(kind: Kind) {
     let system = system(kind).await;
-    let browser = Browser::start().await;
+    // Accepts the test's certificate and finds [`NAME`] at 127.0.0.1.
+    let browser = Browser::launch_with(
+        1000,
+        800,
+        false,
+        Options {
+            extra_args: vec![
+                "--ignore-certificate-errors".to_string(),
+                format!("--host-resolver-rules=MAP {NAME} 127.0.0.1"),
+            ],
+            home: None,
+        },
+    )
+    .await;
     let page = format!("{}/", system.origin());
     browser.client.goto(&page).await.unwrap();
     let status = browser

@@ -56,6 +56,15 @@ impl WebDriverCompatibleCommand for GetLog {
     }
 }
 
+/// What a test changes in how Chromium starts.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// More switches: a host mapping, accepting a test certificate…
+    pub extra_args: Vec<String>,
+    /// The HOME it runs with, whose `.pki/nssdb` holds the roots it trusts.
+    pub home: Option<PathBuf>,
+}
+
 impl Browser {
     pub async fn start(width: u32, height: u32) -> Browser {
         Browser::launch(width, height, false).await
@@ -68,26 +77,45 @@ impl Browser {
     }
 
     pub async fn launch(width: u32, height: u32, network: bool) -> Browser {
-        let mut driver = Command::new("chromedriver")
+        Browser::launch_with(width, height, network, Options::default()).await
+    }
+
+    /// A browser started with `options` (see [`Options`]).
+    pub async fn launch_with(width: u32, height: u32, network: bool, options: Options) -> Browser {
+        let mut driver = Command::new("chromedriver");
+        driver
             .arg("--port=0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if let Some(home) = &options.home {
+            driver.env("HOME", home);
+        }
+        let mut driver = driver
             .spawn()
             .expect("chromedriver: run scripts/setup --browser first");
         let port = driver_port(&mut driver).await;
         let profile =
             TempDir(std::env::temp_dir().join(format!("chromium-{}-{port}", std::process::id())));
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.0.display()));
+        args.push(format!("--window-size={width},{height}"));
+        args.extend(options.extra_args);
         let capabilities = serde_json::json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--disable-quic",
-                    format!("--user-data-dir={}", profile.0.display()),
-                    format!("--window-size={width},{height}"),
-                ]
+                "args": args,
             },
             "goog:loggingPrefs": {
                 "browser": "ALL",
