@@ -3,16 +3,14 @@
 //! servidor's transcript at `info` (with `--send-proxy`, a probe says it is
 //! one with a PROXY `LOCAL` header).
 
-use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use netkit::proxy_protocol::{v2_local_header, TrustedProxies};
+use testkit::capture_transcript;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -20,60 +18,10 @@ use tokio_util::sync::CancellationToken;
 /// How long any wait in these tests may take.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// What was logged, as the transcript writes it.
-#[derive(Clone, Default)]
-struct Transcript {
-    text: Arc<Mutex<Vec<u8>>>,
-    written: Arc<Notify>,
-}
-
-impl io::Write for Transcript {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.text.lock().unwrap().extend_from_slice(bytes);
-        self.written.notify_waiters();
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Transcript {
-    /// Captures what `filter` lets through while the guard lives (each
-    /// test's runtime has one thread, where every task logs). Every test
-    /// here captures: tracing caches per call site whether anyone listens,
-    /// and tests logging with no subscriber of their own, in parallel
-    /// threads, make that cache race with the capturing ones.
-    fn capture(filter: &str) -> (Self, tracing::subscriber::DefaultGuard) {
-        let transcript = Self::default();
-        let writer = transcript.clone();
-        let subscriber = console::transcript_subscriber(filter, move || writer.clone());
-        (transcript, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
-    }
-
-    /// Waits until the transcript contains `needle`; the whole text.
-    async fn wait_for(&self, needle: &str) -> String {
-        let waited = timeout(PATIENCE, async {
-            loop {
-                let written = self.written.notified();
-                tokio::pin!(written);
-                written.as_mut().enable();
-                let text = self.text();
-                if text.contains(needle) {
-                    return text;
-                }
-                written.await;
-            }
-        })
-        .await;
-        waited.unwrap_or_else(|_| panic!("no «{needle}» in:\n{}", self.text()))
-    }
-}
+// Every test here captures its transcript (`testkit::capture_transcript`):
+// tracing caches per call site whether anyone listens, and tests logging
+// with no subscriber of their own, in parallel threads, make that cache
+// race with the capturing ones.
 
 /// Runs `serve` on a loopback port until the token is cancelled (on drop).
 struct Running {
@@ -119,8 +67,8 @@ async fn get(address: SocketAddr, path: &str) -> String {
 /// What a probe sends the target: accepts one connection on `target` and
 /// reads it to its end.
 async fn probed_with(send_proxy: bool) -> Vec<u8> {
-    // Captured though unread: see `Transcript::capture`.
-    let _logging = Transcript::capture("bridge=info");
+    // Captured though unread: see the note at the top.
+    let _logging = capture_transcript("bridge=info");
     let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = bridge::Config::for_target(target.local_addr().unwrap().to_string());
     config.session.send_proxy = send_proxy;
@@ -151,7 +99,7 @@ async fn without_send_proxy_a_probe_sends_nothing() {
 /// 20 probes of a servidor; its transcript (at `debug`, so that each probe's
 /// end can be waited for) holds only their `debug` lines.
 async fn probes_leave_no_info_line(send_proxy: bool, trusted_proxies: TrustedProxies) {
-    let (transcript, _logging) = Transcript::capture("servidor=debug");
+    let transcript = capture_transcript("servidor=debug");
     let servidor = servidor(servidor::Config {
         // Far longer than a probe takes, however slow the machine.
         announce_after: PATIENCE,
@@ -194,7 +142,7 @@ async fn probes_straight_to_servidor_are_quiet() {
 
 #[tokio::test]
 async fn a_sessions_lines_carry_its_id() {
-    let (transcript, _logging) = Transcript::capture("bridge=info");
+    let transcript = capture_transcript("bridge=info");
     let servidor = servidor(servidor::Config::default()).await;
     let bridge = bridge(bridge::Config::for_target(servidor.address.to_string())).await;
     let stream = TcpStream::connect(bridge.address).await.unwrap();

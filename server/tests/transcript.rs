@@ -2,79 +2,30 @@
 //! its id from its `conn` span, and health checks (a connection that closes
 //! having sent nothing) stay out of the `info` transcript.
 
-use std::io;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netkit::proxy_protocol::TrustedProxies;
 use servidor::{serve, Config};
+use testkit::{capture_transcript, CapturedLog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 /// How long any wait in these tests may take.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// What the server logged, as the transcript writes it.
-#[derive(Clone, Default)]
-struct Transcript {
-    text: Arc<Mutex<Vec<u8>>>,
-    written: Arc<Notify>,
-}
-
-impl io::Write for Transcript {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.text.lock().unwrap().extend_from_slice(bytes);
-        self.written.notify_waiters();
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Transcript {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
-    }
-
-    /// Waits until the transcript contains `needle`; the whole text.
-    async fn wait_for(&self, needle: &str) -> String {
-        let waited = timeout(PATIENCE, async {
-            loop {
-                let written = self.written.notified();
-                tokio::pin!(written);
-                written.as_mut().enable();
-                let text = self.text();
-                if text.contains(needle) {
-                    return text;
-                }
-                written.await;
-            }
-        })
-        .await;
-        waited.unwrap_or_else(|_| panic!("no «{needle}» in:\n{}", self.text()))
-    }
-}
-
-/// A server on a loopback port, logging into a [`Transcript`] under
+/// A server on a loopback port, logging into a captured transcript under
 /// `filter` while the returned guard lives (the test's runtime has one
 /// thread: every connection's task logs there).
 struct Server {
     address: std::net::SocketAddr,
-    transcript: Transcript,
+    transcript: CapturedLog,
     shutdown: CancellationToken,
-    _logging: tracing::subscriber::DefaultGuard,
 }
 
 async fn start(filter: &str, config: Config) -> Server {
-    let transcript = Transcript::default();
-    let writer = transcript.clone();
-    let subscriber = console::transcript_subscriber(filter, move || writer.clone());
-    let logging = tracing::subscriber::set_default(subscriber);
+    let transcript = capture_transcript(filter);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -83,7 +34,6 @@ async fn start(filter: &str, config: Config) -> Server {
         address,
         transcript,
         shutdown,
-        _logging: logging,
     }
 }
 

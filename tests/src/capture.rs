@@ -35,6 +35,41 @@ impl CapturedLog {
     pub fn text(&self) -> String {
         self.book.text()
     }
+
+    /// Waits until the capture contains `needle`; then everything so far.
+    pub async fn wait_for(&self, needle: &str) -> String {
+        self.book.wait_for(needle).await;
+        self.book.text()
+    }
+}
+
+/// Starts capturing this thread's events as the binaries' transcript
+/// writes them (`console::transcript_subscriber`: level prefixes, the
+/// `[#id]`/`[ws#id]` of the connection's span), through `filter`
+/// (`RUST_LOG` syntax).
+pub fn capture_transcript(filter: &str) -> CapturedLog {
+    let book = LogBook::default();
+    let writer = BookWriter(book.clone());
+    let subscriber = console::transcript_subscriber(filter, move || writer.clone());
+    CapturedLog {
+        book,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
+/// Writes the transcript's bytes into a [`LogBook`] (one event per write).
+#[derive(Clone)]
+struct BookWriter(LogBook);
+
+impl std::io::Write for BookWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.append(&String::from_utf8_lossy(bytes));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Starts capturing the `tracing` events of this thread (every level).

@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 mod capture;
-pub use capture::{capture_log, CapturedLog};
+pub use capture::{capture_log, capture_transcript, CapturedLog};
 
 /// The longest any single step of a test may take.
 pub const PATIENCE: Duration = Duration::from_secs(20);
