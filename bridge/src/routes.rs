@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{HOST, ORIGIN, SEC_WEBSOCKET_VERSION};
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, HOST, ORIGIN, SEC_WEBSOCKET_VERSION,
+};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -117,7 +119,10 @@ pub struct ConnectionInfo {
 /// The bridge's routes. Requests must carry a [`ConnectionInfo`] extension.
 pub fn router(app: Arc<App>) -> Router {
     let router = Router::new()
-        .route("/ws", get(upgrade))
+        .route(
+            "/ws",
+            get(upgrade).layer(axum::middleware::map_response(readable_from_any_page)),
+        )
         .route("/healthz", get(health));
     let router = match &app.web {
         Some(dir) => {
@@ -337,6 +342,25 @@ async fn upgrade(
         (permit, client_place),
     );
     switching
+}
+
+/// Lets a page served from another origin (a `?ws=` override names this
+/// bridge) read why its WebSocket was refused: without these headers its
+/// `fetch` would end in a network error, as opaque as the failed handshake.
+/// A refusal holds nothing private (a sentence, the Origin the caller sent)
+/// and the page's `fetch` sends no cookie, so any origin may read it;
+/// `Retry-After` is not a header scripts may read unless exposed. The 101
+/// is left alone: it is no answer a script reads.
+async fn readable_from_any_page(mut response: Response) -> Response {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let headers = response.headers_mut();
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        headers.insert(
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After"),
+        );
+    }
+    response
 }
 
 /// A refused upgrade: the status, the sentence the page shows (first line of

@@ -182,3 +182,64 @@ async fn a_plain_get_of_ws_learns_each_refusal() {
         "{answer}"
     );
 }
+
+/// Whether `answer` may be read by a page from any origin, `Retry-After`
+/// included.
+fn readable_from_any_page(answer: &str) -> bool {
+    let head = answer.to_lowercase();
+    head.contains("\r\naccess-control-allow-origin: *\r\n")
+        && head.contains("\r\naccess-control-expose-headers: retry-after\r\n")
+}
+
+#[tokio::test]
+async fn every_refusal_of_ws_is_readable_by_a_page_from_another_origin() {
+    // A page served elsewhere (`?ws=` names this bridge) fetches /ws to
+    // learn why; without CORS its fetch fails as blindly as the WebSocket.
+    let (coded, _metrics) = coded_bridge().await;
+    let answer = http(coded.addr, "/ws", "Origin: http://otra.example\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(readable_from_any_page(&answer), "{answer}");
+
+    let mut config = fast_config(servidor_in_process().await);
+    config.max_sessions = 2;
+    config.max_sessions_per_client = 1;
+    config.session.close_grace = std::time::Duration::from_secs(5);
+    config.drain = std::time::Duration::from_secs(5);
+    let bridge = Bridge::start(config).await;
+    for (extra, status) in [("Origin: http://otra.example\r\n", "403"), ("", "426")] {
+        let answer = http(bridge.addr, "/ws", extra).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(readable_from_any_page(&answer), "{answer}");
+    }
+    // The 101 is no answer a script reads: no CORS headers on it.
+    let mut held = TcpStream::connect(bridge.addr).await.unwrap();
+    held.write_all(
+        format!("GET /ws HTTP/1.1\r\nHost: {}\r\n{UPGRADE}\r\n", bridge.addr).as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0; 1024];
+    let read = within(PATIENCE, "the 101", held.read(&mut head))
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..read]).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!head.contains("access-control"), "{head}");
+    // One session from this address is its cap: 429.
+    let answer = http(bridge.addr, "/ws", UPGRADE).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(readable_from_any_page(&answer), "{answer}");
+    // Stopping, while the held session (which answers no Close) keeps the
+    // drain going.
+    bridge.stop();
+    let answer = http(bridge.addr, "/ws", "").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.ends_with("el puente se está deteniendo\n"),
+        "{answer}"
+    );
+    assert!(readable_from_any_page(&answer), "{answer}");
+}
