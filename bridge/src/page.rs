@@ -133,12 +133,20 @@ impl PageHeaders {
 
     /// The page's policy: its own script and module (`'self'`, with
     /// `'wasm-unsafe-eval'` to compile it), its inline code by digest, and
-    /// connections to itself plus the bridge a `?ws=` override names.
+    /// connections to itself plus the bridge a `?ws=` override names (its
+    /// WebSocket and its refusals, read over http(s)).
     fn page_policy(&self, uri: &Uri) -> String {
         let inline = self.inline_digests();
         let mut connect = vec!["'self'".to_string()];
         if let Some(other) = uri.query().and_then(ws_override_origin) {
+            // The page fetches the same URL over http(s) to learn why a
+            // handshake was refused.
+            let fetched = match other.strip_prefix("wss://") {
+                Some(host) => format!("https://{host}"),
+                None => other.replacen("ws://", "http://", 1),
+            };
             connect.push(other);
+            connect.push(fetched);
         }
         let mut script = vec!["'self'".to_string(), "'wasm-unsafe-eval'".to_string()];
         script.extend(inline.scripts);
@@ -322,6 +330,28 @@ mod tests {
         assert_eq!(ws_override_origin("ws=ws://x%20'unsafe-inline'"), None);
         assert_eq!(ws_override_origin("ws=%zz"), None);
         assert_eq!(ws_override_origin("wsx=ws://x"), None);
+    }
+
+    #[test]
+    fn a_ws_override_may_be_reached_by_websocket_and_by_fetch() {
+        let page = PageHeaders::new(None, None);
+        for (query, connect) in [
+            (
+                "/?ws=wss://demo.example.org/ws",
+                "connect-src 'self' wss://demo.example.org https://demo.example.org;",
+            ),
+            (
+                "/?ws=ws://127.0.0.2:9999/ws",
+                "connect-src 'self' ws://127.0.0.2:9999 http://127.0.0.2:9999;",
+            ),
+            ("/", "connect-src 'self';"),
+        ] {
+            let mut headers = HeaderMap::new();
+            let uri: Uri = query.parse().unwrap();
+            page.apply(&mut headers, Answer::Page, &uri, false);
+            let csp = headers[CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(csp.contains(connect), "{query}: {csp}");
+        }
     }
 
     #[test]

@@ -136,7 +136,7 @@ async fn a_ws_override_is_the_one_other_bridge_the_page_may_reach() {
     let page = http_get(site.addr, "/?ws=ws%3A%2F%2F127.0.0.2%3A9999%2Fws").await;
     let csp = page.header("content-security-policy").unwrap();
     assert!(
-        csp.contains("connect-src 'self' ws://127.0.0.2:9999;"),
+        csp.contains("connect-src 'self' ws://127.0.0.2:9999 http://127.0.0.2:9999;"),
         "{csp}"
     );
     let forged = http_get(site.addr, "/?ws=ws%3A%2F%2Fx%3B%20script-src%20*").await;
