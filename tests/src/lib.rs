@@ -247,7 +247,15 @@ pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 /// A WebSocket session with the bridge at `addr` (`ws://addr/ws`).
 pub async fn websocket(addr: SocketAddr) -> Ws {
-    websocket_from(addr, None).await.expect("the upgrade")
+    websocket_at(&format!("ws://{addr}/ws")).await
+}
+
+/// A WebSocket session at `url`, which may carry the join code
+/// (`ws://addr/ws?clave=…`).
+pub async fn websocket_at(url: &str) -> Ws {
+    upgrade(url, None)
+        .await
+        .unwrap_or_else(|e| panic!("the upgrade at {url}: {e}"))
 }
 
 /// The upgrade to the bridge at `addr`, as a page from `origin` (or a
@@ -256,10 +264,16 @@ pub async fn websocket_from(
     addr: SocketAddr,
     origin: Option<&str>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    upgrade(&format!("ws://{addr}/ws"), origin).await
+}
+
+/// The upgrade at `url`, with an `Origin` header when `origin` is given.
+async fn upgrade(
+    url: &str,
+    origin: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{addr}/ws")
-        .into_client_request()
-        .expect("a valid URL");
+    let mut request = url.into_client_request().expect("a valid URL");
     if let Some(origin) = origin {
         let origin = origin.parse().expect("an origin header value");
         request.headers_mut().insert("origin", origin);

@@ -143,11 +143,7 @@ async fn chromium_trusting_the_ca_loads_the_page_over_https_and_gets_hola() {
         .goto(&format!("https://{DOMAIN}:{port}/"))
         .await
         .unwrap();
-    let connected = browser
-        .wait_text("estado", "Conectado", |text| {
-            text.starts_with("Conectado a")
-        })
-        .await;
+    let connected = browser.wait_connected().await;
     assert_eq!(connected, format!("Conectado a wss://{DOMAIN}:{port}/ws"));
     let input = client.find(Locator::Id("mensaje")).await.unwrap();
     input.send_keys("Hola").await.unwrap();

@@ -325,9 +325,7 @@ async fn the_page_says_hola_over_wss_through(kind: Kind) {
     .await;
     let page = format!("{}/", system.origin());
     browser.client.goto(&page).await.unwrap();
-    let status = browser
-        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
-        .await;
+    let status = browser.wait_connected().await;
     assert_eq!(
         status,
         format!("Conectado a wss://{NAME}:{}/ws", system.web.port())

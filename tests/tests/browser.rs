@@ -15,7 +15,6 @@ use testkit::*;
 
 mod chromium;
 use chromium::*;
-use tokio::net::TcpListener;
 
 /// The page, gzipped, must stay within this.
 const SIZE_BUDGET: usize = 40 * 1024;
@@ -25,9 +24,7 @@ async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
     let (_server, bridge) = system().await;
     let browser = Browser::start(1000, 800).await;
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
-    let status = browser
-        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
-        .await;
+    let status = browser.wait_connected().await;
     assert_eq!(status, format!("Conectado a ws://{}/ws", bridge.addr));
 
     // Typed, then the Enviar button.
@@ -63,9 +60,7 @@ async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
     let bridge = bridge_to(held.addr(), &["--web", dist.to_str().unwrap()]).await;
     let browser = Browser::start(1000, 800).await;
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
-    browser
-        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
-        .await;
+    browser.wait_connected().await;
 
     // servidor stops; its port stays held, refusing connections.
     drop(server);
@@ -218,9 +213,7 @@ async fn the_toggle_disconnects_and_connects() {
     let (_server, bridge) = system().await;
     let browser = Browser::start(1000, 800).await;
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
-    browser
-        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
-        .await;
+    browser.wait_connected().await;
     assert_eq!(browser.text_of("conexion").await, "Desconectar");
     browser.click("conexion").await;
     browser
@@ -230,9 +223,7 @@ async fn the_toggle_disconnects_and_connects() {
         .await;
     assert_eq!(browser.text_of("conexion").await, "Conectar");
     browser.click("conexion").await;
-    browser
-        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
-        .await;
+    browser.wait_connected().await;
     browser.client.close().await.unwrap();
 }
 
@@ -241,9 +232,7 @@ async fn the_page_is_readable_on_a_360_px_phone() {
     let (_server, bridge) = system().await;
     let browser = Browser::start(360, 740).await;
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
-    browser
-        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
-        .await;
+    browser.wait_connected().await;
     browser.type_message("hola desde el móvil\u{E007}").await;
     browser
         .wait_text("registro", "the answer", |t| {
@@ -326,20 +315,18 @@ fn the_release_page_fits_in_40_kib_gzipped() {
 
 #[tokio::test]
 async fn with_its_csp_in_force_the_page_reaches_only_its_bridges() {
-    let dist = built_page();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let server = serve(listener);
-    let bridge = bridge_to(target, &["--web", dist.to_str().unwrap()]).await;
+    let System {
+        server,
+        target,
+        bridge,
+    } = system_with(&[]).await;
     // A second bridge, named with ?ws=, that lets in pages from the first.
     let page_origin = format!("http://{}", bridge.addr);
     let other = bridge_to(target, &["--allow-origin", page_origin.as_str()]).await;
     let browser = Browser::start(1000, 800).await;
     let url = format!("{}?ws=ws://{}/ws", page_url(bridge.addr), other.addr);
     browser.client.goto(&url).await.unwrap();
-    let status = browser
-        .wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
-        .await;
+    let status = browser.wait_connected().await;
     assert_eq!(status, format!("Conectado a ws://{}/ws", other.addr));
     browser.type_message("Hola\u{E007}").await;
     browser

@@ -194,6 +194,19 @@ impl Browser {
         }
     }
 
+    /// Waits until the page says it is connected; returns its status.
+    pub async fn wait_connected(&self) -> String {
+        self.wait_text("estado", "Conectado", |t| t.starts_with("Conectado a"))
+            .await
+    }
+
+    /// Waits until the page's status names a refusal by its `sentence`;
+    /// returns the status.
+    pub async fn wait_refusal(&self, sentence: &str) -> String {
+        self.wait_text("estado", sentence, |t| t.contains(sentence))
+            .await
+    }
+
     pub async fn type_message(&self, text: &str) {
         let input = self.client.find(Locator::Id("mensaje")).await.unwrap();
         input.send_keys(text).await.unwrap();
@@ -207,6 +220,29 @@ impl Browser {
             .click()
             .await
             .unwrap();
+    }
+
+    /// Clicks `button` in the page with an observer already on `id`, and
+    /// returns `id`'s text after its first change: a change that comes and
+    /// goes before the test could look is not missed.
+    pub async fn click_then_change(&self, button: &str, id: &str) -> String {
+        const SCRIPT: &str = "
+            const [button, id, done] = arguments;
+            const element = document.getElementById(id);
+            const observer = new MutationObserver(() => {
+                observer.disconnect();
+                done(element.innerText.trim());
+            });
+            observer.observe(element, { childList: true, subtree: true, characterData: true });
+            document.getElementById(button).click();
+        ";
+        let changing = self
+            .client
+            .execute_async(SCRIPT, vec![button.into(), id.into()]);
+        let text = within(PATIENCE, "a change after the click", changing)
+            .await
+            .unwrap_or_else(|e| panic!("#{id} after a click on #{button}: {e}"));
+        text.as_str().unwrap_or_default().to_owned()
     }
 
     /// Reads (and so empties) ChromeDriver's `kind` log.
@@ -289,13 +325,35 @@ pub fn serve(listener: TcpListener) -> DropGuard {
     stop.drop_guard()
 }
 
-/// servidor on a port the kernel chose, and a bridge in front serving the page.
-pub async fn system() -> (DropGuard, Running) {
+/// servidor in the test's runtime and a bridge in front serving the page.
+pub struct System {
+    /// Stops servidor when dropped.
+    pub server: DropGuard,
+    /// servidor's address, for a second bridge.
+    pub target: SocketAddr,
+    pub bridge: Running,
+}
+
+/// servidor on a port the kernel chose, and a bridge in front serving the
+/// page with `extra` flags.
+pub async fn system_with(extra: &[&str]) -> System {
     let dist = built_page();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
     let server = serve(listener);
-    let bridge = bridge_to(target, &["--web", dist.to_str().unwrap()]).await;
+    let mut args = vec!["--web", dist.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let bridge = bridge_to(target, &args).await;
+    System {
+        server,
+        target,
+        bridge,
+    }
+}
+
+/// [`system_with`] no extra flags: servidor's stop guard and the bridge.
+pub async fn system() -> (DropGuard, Running) {
+    let System { server, bridge, .. } = system_with(&[]).await;
     (server, bridge)
 }
 
