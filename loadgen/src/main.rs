@@ -32,7 +32,7 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// A few seconds in all, small sizes: correctness only (CI's smoke run).
+    /// One round of a few seconds, small sizes: correctness only (CI's smoke run).
     #[arg(long)]
     quick: bool,
 
@@ -164,7 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let counts: Vec<usize> = args.sessions.iter().map(|&n| n as usize).collect();
     let (stream_bytes, seconds, rounds, idle_tcp, idle_ws, counts) = if args.quick {
-        (4 << 20, 0.3, 2, 100, 50, vec![1, 10])
+        (4 << 20, 0.2, 1, 100, 50, vec![1, 10])
     } else {
         (
             args.stream_mib << 20,
