@@ -381,7 +381,7 @@ async fn killing_one_servidor_ends_only_its_sessions_and_new_ones_go_to_the_othe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_serves_the_same_and_a_silent_session_outlives_its_read_timeout() {
-    let system = system(Kind::Nginx, &["--ping-interval", "1"], "3s").await;
+    let system = system(Kind::Nginx, &["--ping-interval", "300ms"], "1s").await;
     let mut sessions = open_sessions(system.web, 20).await;
     assert!(system.sessions_on(0) > 0 && system.sessions_on(1) > 0);
     let logs: String = system.bridges.iter().map(Running::log).collect();
@@ -398,7 +398,7 @@ async fn nginx_serves_the_same_and_a_silent_session_outlives_its_read_timeout() 
     // Silent for longer than nginx's proxy_read_timeout: the bridge's pings
     // keep the connection busy, and tungstenite answers them as it reads.
     let (_, ws) = sessions.first_mut().unwrap();
-    let quiet_until = Instant::now() + Duration::from_secs(5);
+    let quiet_until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < quiet_until {
         match tokio::time::timeout_at(quiet_until.into(), ws.next()).await {
             Err(_) => break,
