@@ -82,19 +82,35 @@ impl Browser {
 
     /// A browser started with `options` (see [`Options`]).
     pub async fn launch_with(width: u32, height: u32, network: bool, options: Options) -> Browser {
-        let mut driver = Command::new("chromedriver");
-        driver
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if let Some(home) = &options.home {
-            driver.env("HOME", home);
-        }
-        let mut driver = driver
-            .spawn()
-            .expect("chromedriver: run scripts/setup --browser first");
-        let port = driver_port(&mut driver).await;
+        // ChromeDriver started with --port=0 has been seen, once in a few
+        // hundred starts beside another, to exit before it listened: a
+        // second start then works. Each failure is shown with its output.
+        let mut failures = Vec::new();
+        let (driver, port) = loop {
+            let mut driver = Command::new("chromedriver");
+            driver
+                .arg("--port=0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            if let Some(home) = &options.home {
+                driver.env("HOME", home);
+            }
+            let mut driver = driver
+                .spawn()
+                .expect("chromedriver: run scripts/setup --browser first");
+            match driver_port(&mut driver).await {
+                Ok(port) => break (driver, port),
+                Err(output) if failures.len() < 2 => {
+                    eprintln!("chromedriver did not start, once more: {output}");
+                    failures.push(output);
+                }
+                Err(output) => {
+                    failures.push(output);
+                    panic!("chromedriver never said its port: {failures:#?}");
+                }
+            }
+        };
         let profile =
             TempDir(std::env::temp_dir().join(format!("chromium-{}-{port}", std::process::id())));
         let mut args: Vec<String> = [
@@ -295,22 +311,34 @@ impl Browser {
 }
 
 /// The port ChromeDriver says it listens on, from its line `ChromeDriver
-/// was started successfully on port N.`
-pub async fn driver_port(driver: &mut Child) -> u16 {
+/// was started successfully on port N.`; else what it said and how it
+/// ended.
+pub async fn driver_port(driver: &mut Child) -> Result<u16, String> {
     let stdout = driver.stdout.take().expect("piped");
     let mut lines = BufReader::new(stdout).lines();
-    let said = within(PATIENCE, "chromedriver's port", async {
-        while let Some(line) = lines.next_line().await.expect("chromedriver's output") {
+    let mut said = Vec::new();
+    let port = within(PATIENCE, "chromedriver's port", async {
+        while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.split("started successfully on port ").nth(1) {
                 return rest.trim_end_matches('.').parse().ok();
             }
+            said.push(line);
         }
         None
     })
     .await;
-    // The rest of its output is not needed; it must not fill the pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    said.expect("chromedriver never said its port")
+    match port {
+        Some(port) => {
+            // The rest of its output is not needed; it must not fill the pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            Ok(port)
+        }
+        None => {
+            let _ = driver.start_kill();
+            let status = within(PATIENCE, "chromedriver's end", driver.wait()).await;
+            Err(format!("{status:?}; it said {said:?}"))
+        }
+    }
 }
 
 /// `servidor::serve` on `listener`, in the test's runtime, until the guard
