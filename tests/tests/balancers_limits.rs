@@ -23,6 +23,9 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+mod loopback_recipe;
+use loopback_recipe::{hand_over, inherited_addresses, listening, render};
+
 type RawWs = WebSocketStream<TcpStream>;
 
 /// HAProxy and its folder, both gone when dropped.
@@ -36,12 +39,6 @@ impl Drop for Haproxy {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A free loopback port for HAProxy, which cannot report its own.
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// servidor, a bridge and HAProxy in front of both.
@@ -59,8 +56,11 @@ async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
     args.extend_from_slice(&trust);
     args.extend_from_slice(servidor_extra);
     let servidor = Running::start(servidor_exe(), &args, &env).await;
-    let tcp = free_port().to_string();
-    let web = free_port();
+    // HAProxy's two sockets, bound here and handed over (fd 3 and 4): it
+    // cannot bind port 0 and say where it is.
+    let (web_listener, web) = listening();
+    let (tcp_listener, tcp) = listening();
+    let tcp = tcp.to_string();
     let mut args = vec!["--listen", "127.0.0.1:0", "--target", &tcp, "--send-proxy"];
     args.extend_from_slice(&trust);
     args.extend_from_slice(bridge_extra);
@@ -70,28 +70,20 @@ async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
         std::process::id(),
         web.port()
     ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let values = [
-        ("WEB_ADDR", web.to_string()),
-        ("TCP_ADDR", tcp.clone()),
+    let mut values = vec![
+        ("PREFIX", dir.display().to_string()),
         ("BRIDGE_1", bridge.addr.to_string()),
         ("BRIDGE_2", bridge.addr.to_string()),
         ("SERVIDOR_1", servidor.addr.to_string()),
         ("SERVIDOR_2", servidor.addr.to_string()),
     ];
-    let mut config =
-        std::fs::read_to_string(repository().join("deploy").join("haproxy.cfg")).unwrap();
-    for (name, value) in &values {
-        config = config.replace(&format!("${{{name}}}"), value);
-    }
-    let missing = config
-        .match_indices("${")
-        .any(|(at, _)| config[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
-    assert!(!missing, "a value is missing:\n{config}");
-    let config_path = dir.join("haproxy.cfg");
-    std::fs::write(&config_path, config).unwrap();
+    values.extend(inherited_addresses(true));
+    // deploy/render: the envsubst command of the recipe.
+    let config_path = render("haproxy.cfg", &values);
     let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let child = Command::new("haproxy")
+    let mut command = Command::new("haproxy");
+    hand_over(&mut command, &web_listener, &tcp_listener);
+    let child = command
         .arg("-db")
         .arg("-f")
         .arg(&config_path)
@@ -108,6 +100,9 @@ async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
         haproxy: Haproxy { child, dir },
     };
     system.wait_until_serving().await;
+    // Held until now: had HAProxy bound the addresses itself rather than
+    // take these sockets, it would have failed (address in use).
+    drop((web_listener, tcp_listener));
     system
 }
 
