@@ -9,7 +9,7 @@ mod in_process;
 
 use std::sync::Arc;
 
-use in_process::{settle, Served};
+use in_process::Served;
 use netkit::metrics::Exporter;
 use servidor::{Config, ServerMetrics};
 use testkit::{
@@ -104,6 +104,9 @@ async fn each_ending_is_counted_by_its_cause() {
     // idle_timeout: silent until closed.
     let mut idle = served.connect().await;
     assert_eq!(read_to_end(&mut idle).await.unwrap(), b"");
+    // The client closes too, which the server waits for (it drains what
+    // the client may still send) before it counts the ending.
+    drop(idle);
     // client_closed: the client ends its side.
     let mut closing = served.connect().await;
     assert_eq!(round_trip(&mut closing, b"x\n").await, b"X\n");
@@ -112,7 +115,13 @@ async fn each_ending_is_counted_by_its_cause() {
     // shutdown: open when the server stops.
     let mut open = served.connect().await;
     assert_eq!(round_trip(&mut open, b"y\n").await, b"Y\n");
-    settle().await;
+    // The first two endings are counted before the stop, so that the stop
+    // cannot claim either.
+    served
+        .scrape_until("the idle and the closed ending", |s| {
+            ended(s, "idle_timeout") == 1.0 && ended(s, "client_closed") == 1.0
+        })
+        .await;
     served.signal_stop();
     assert_eq!(read_to_end(&mut open).await.unwrap(), b"");
     drop(open);
@@ -134,9 +143,11 @@ async fn clients_past_the_limit_wait_and_the_wait_shows() {
     let mut first = served.connect().await;
     assert_eq!(round_trip(&mut first, b"uno\n").await, b"UNO\n");
     // The one place is taken: the server waits for it before accepting.
-    settle().await;
-    let full = served.scrape();
-    assert_eq!(full.value("servidor_connection_limit_waiting", &[]), 1.0);
+    let full = served
+        .scrape_until("the wait for a place", |s| {
+            s.value("servidor_connection_limit_waiting", &[]) == 1.0
+        })
+        .await;
     assert_eq!(
         full.value("servidor_connection_limit_reached_total", &[]),
         1.0
@@ -163,12 +174,13 @@ async fn clients_past_the_limit_wait_and_the_wait_shows() {
     drop(first);
     assert_eq!(read_line(&mut second).await, b"DOS\n");
     tokio::time::pause();
-    settle().await;
-    let served_now = served.scrape();
-    assert_eq!(
-        served_now.value("servidor_connections_accepted_total", &[]),
-        2.0
-    );
+    // `second` holds the place now: the server waits again.
+    let served_now = served
+        .scrape_until("the second accepted and a new wait", |s| {
+            s.value("servidor_connections_accepted_total", &[]) == 2.0
+                && s.value("servidor_connection_limit_waiting", &[]) == 1.0
+        })
+        .await;
     assert_eq!(
         served_now.value("servidor_connection_limit_reached_total", &[]),
         2.0
@@ -179,10 +191,12 @@ async fn clients_past_the_limit_wait_and_the_wait_shows() {
     );
 
     drop(second);
-    settle().await;
-    let free = served.scrape();
-    assert_eq!(free.value("servidor_connection_limit_waiting", &[]), 0.0);
-    assert_eq!(free.value("servidor_connections_open", &[]), 0.0);
+    served
+        .scrape_until("no wait and no connection", |s| {
+            s.value("servidor_connection_limit_waiting", &[]) == 0.0
+                && s.value("servidor_connections_open", &[]) == 0.0
+        })
+        .await;
 }
 
 #[tokio::test]

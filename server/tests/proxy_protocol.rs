@@ -9,7 +9,7 @@ mod in_process;
 
 use std::net::SocketAddr;
 
-use in_process::{settle, Served};
+use in_process::Served;
 use netkit::proxy_protocol::{v2_header, TrustedProxies};
 use servidor::Config;
 use testkit::{capture_log, read_line, read_to_end, round_trip, within, CapturedLog, PATIENCE};
@@ -163,8 +163,11 @@ async fn missing_garbage_truncated_overlong_and_slow_headers_are_refused() {
         .write_all(b"PROXY TCP4 203.0.113.8 127.0.0.1 1 2\r\n")
         .await
         .unwrap();
-    // The server has taken the header and waits for data.
-    settle().await;
+    // The server has taken the header (it names the client) and waits
+    // for data.
+    log.book()
+        .wait_for("Conexión desde: 203.0.113.8:1 (vía")
+        .await;
     proxy.write_all(b"sigo\n").await.unwrap();
     assert_eq!(read_line(&mut proxy).await, b"SIGO\n");
 }

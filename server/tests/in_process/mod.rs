@@ -81,27 +81,33 @@ impl Served {
             text: exporter.render(),
         }
     }
+
+    /// Waits until the metrics satisfy `ready`; returns that scrape.
+    ///
+    /// The counts change in the server's tasks, which run while this one
+    /// yields; each yield also lets the runtime poll its I/O driver, so a
+    /// write or a close on its way through the kernel arrives. A yield
+    /// does not move a paused clock, where a sleep would let it leap past
+    /// the deadlines under test.
+    pub async fn scrape_until(&self, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let scraped = self.scrape();
+            if ready(&scraped) {
+                return scraped;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the metrics never showed {what}; the last ones:\n{}",
+                scraped.text
+            );
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-/// Lets every task run until none can: under paused time, a sleep returns
-/// only once the runtime has nothing else to do (the clock advances only
-/// then), so what the server does with what it was sent is done.
-///
-/// A paused clock moves on as soon as the runtime is idle, which can come
-/// before the kernel has handed over what a write or a close on a real
-/// socket sent (it did, on a loaded machine). So each round also blocks
-/// this thread for a moment of real time, in which the kernel delivers:
-/// nothing else runs on a test's current-thread runtime meanwhile.
-pub async fn settle() {
-    for _ in 0..3 {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
 }
