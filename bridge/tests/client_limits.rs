@@ -3,7 +3,8 @@
 //! `--upgrades-per-client` and `--max-connections-per-client` limit each
 //! address on its own, count a trusted proxy's clients one by one and
 //! never the proxy itself, and refuse before the 101, so that the target
-//! never sees a refused client. The bridge runs in the test process.
+//! never sees a refused client (nor one refused for its code or because
+//! the bridge is full). The bridge runs in the test process.
 
 mod support;
 
@@ -70,9 +71,19 @@ async fn tcp_from(from: &str, bridge: &Bridge) -> TcpStream {
 /// An upgrade from the loopback address `from`, after `preamble` (a PROXY
 /// header, say).
 async fn ws_from(from: &str, bridge: &Bridge, preamble: &[u8]) -> Result<RawWs, WsError> {
+    ws_with_query(from, bridge, preamble, "").await
+}
+
+/// As [`ws_from`], to `/ws{query}` (`?clave=…`).
+async fn ws_with_query(
+    from: &str,
+    bridge: &Bridge,
+    preamble: &[u8],
+    query: &str,
+) -> Result<RawWs, WsError> {
     let mut stream = tcp_from(from, bridge).await;
     stream.write_all(preamble).await.unwrap();
-    let request = format!("ws://{}/ws", bridge.addr)
+    let request = format!("ws://{}/ws{query}", bridge.addr)
         .into_client_request()
         .unwrap();
     within(
@@ -172,6 +183,40 @@ impl NextMessage for RawWs {
 }
 
 #[tokio::test]
+async fn a_refusal_by_code_or_by_a_full_bridge_costs_no_target_connection() {
+    const CODE: &str = "aula-3B_2026";
+    let (target, mut seen) = counting_target().await;
+    let mut config = fast_config(target);
+    config.access_code = Some(bridge::access::AccessCode::new(CODE).unwrap());
+    config.max_sessions = 1;
+    let metrics = Metrics::serve_for(&mut config).await;
+    let bridge = Bridge::start(config).await;
+    let (status, _, body) = refusal(ws_from("127.0.0.3", &bridge, b"").await);
+    assert_eq!(
+        (status, body.as_str()),
+        (401, "falta la clave de la demo\n")
+    );
+    let with_code = format!("?clave={CODE}");
+    let _held = ws_with_query("127.0.0.4", &bridge, b"", &with_code)
+        .await
+        .expect("admitted");
+    target_connected(&mut seen).await;
+    let (status, _, body) = refusal(ws_with_query("127.0.0.5", &bridge, b"", &with_code).await);
+    assert_eq!((status, body.as_str()), (503, "el puente está lleno\n"));
+    metrics
+        .until("a refusal by code and one by a full bridge", |scrape| {
+            let refused =
+                |reason| scrape.value("bridge_upgrades_refused_total", &[("reason", reason)]);
+            refused("access_code") == 1.0 && refused("limit") == 1.0
+        })
+        .await;
+    assert!(
+        seen.try_recv().is_err(),
+        "a refused client reached the target"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_upgrades_from_one_address_admit_exactly_the_cap() {
     for _round in 0..20 {
         let (target, _seen) = counting_target().await;
@@ -190,7 +235,7 @@ async fn concurrent_upgrades_from_one_address_admit_exactly_the_cap() {
 
 #[tokio::test]
 async fn upgrades_past_the_rate_get_429_with_retry_after_per_address() {
-    let (target, _seen) = counting_target().await;
+    let (target, mut seen) = counting_target().await;
     // 1 a second, a burst of 3.
     let (bridge, metrics) = limited_bridge(target, 0, 1, 0).await;
     let mut admitted = 0;
@@ -214,6 +259,14 @@ async fn upgrades_past_the_rate_get_429_with_retry_after_per_address() {
     ws_from("127.0.0.8", &bridge, b"")
         .await
         .expect("another address admitted");
+    // The target saw the admitted sessions, and the refused one not.
+    for _ in 0..=admitted {
+        target_connected(&mut seen).await;
+    }
+    assert!(
+        seen.try_recv().is_err(),
+        "a refused client reached the target"
+    );
     let scrape = metrics.scrape().await;
     assert_eq!(
         scrape.value(
