@@ -20,8 +20,25 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 /// A headless Chromium under chromedriver, closed when dropped.
 pub struct Browser {
     pub client: Client,
-    _driver: Child,
+    _driver: DriverGroup,
     _profile: TempDir,
+}
+
+/// chromedriver, in a process group of its own with the Chromium it
+/// starts. Chromium is chromedriver's child, not the test's: a test that
+/// panics before `client.close()` would leave it running, so the whole
+/// group goes when this is dropped.
+struct DriverGroup(Child);
+
+impl Drop for DriverGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 pub struct TempDir(PathBuf);
@@ -92,6 +109,8 @@ impl Browser {
                 .arg("--port=0")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
+                // Its own group, with the Chromium it starts: see `DriverGroup`.
+                .process_group(0)
                 .kill_on_drop(true);
             if let Some(home) = &options.home {
                 driver.env("HOME", home);
@@ -155,7 +174,7 @@ impl Browser {
         .unwrap_or_else(|e| panic!("a session of chromedriver on port {port}: {e}"));
         Browser {
             client,
-            _driver: driver,
+            _driver: DriverGroup(driver),
             _profile: profile,
         }
     }
