@@ -37,12 +37,12 @@ pub const QUIT: &[u8] = b"q";
 #[derive(Debug, Error)]
 pub enum ClientError {
     /// The server could not be reached.
-    #[error("no se pudo conectar a {addr}: {}", describe_io(.source))]
+    #[error("no se pudo conectar a {addr}: {}", describe_io(.error))]
     Connect {
         /// `host:port` as given.
         addr: String,
-        /// Why.
-        source: io::Error,
+        /// Why (said in the message, so not also a `source()`).
+        error: io::Error,
     },
     /// Connecting took longer than the timeout.
     #[error("no se pudo conectar a {addr}: sin respuesta en {} s", .after.as_secs_f32())]
@@ -57,13 +57,13 @@ pub enum ClientError {
     ServerClosed,
     /// Sending or receiving failed.
     #[error("se perdió la conexión con el servidor: {}", describe_io(.0))]
-    Connection(#[source] io::Error),
+    Connection(io::Error),
     /// The server did not answer in time.
     #[error("el servidor no respondió en {} s", .0.as_secs_f32())]
     AnswerTimeout(Duration),
     /// Standard input could not be read.
     #[error("no se pudo leer la entrada: {}", describe_io(.0))]
-    Input(#[source] io::Error),
+    Input(io::Error),
     /// `--url` is not a WebSocket URL.
     #[error("URL no válida «{0}»: debe ser ws://MÁQUINA:PUERTO/ws o wss://MÁQUINA:PUERTO/ws")]
     BadUrl(String),
@@ -157,7 +157,7 @@ pub enum ClientError {
     Protocol(String),
     /// Standard output could not be written.
     #[error("no se pudo escribir la salida: {}", describe_io(.0))]
-    Output(#[source] io::Error),
+    Output(io::Error),
 }
 
 /// A connection to the server, as the conversation needs it: lines go out,
@@ -222,7 +222,7 @@ pub async fn connect(
             stream.set_nodelay(true).map_err(ClientError::Connection)?;
             Ok(StreamLink::new(stream))
         }
-        Ok(Err(source)) => Err(ClientError::Connect { addr, source }),
+        Ok(Err(error)) => Err(ClientError::Connect { addr, error }),
         Err(_elapsed) => Err(ClientError::ConnectTimeout {
             addr,
             after: within,
@@ -339,6 +339,28 @@ mod tests {
     use tokio::io::duplex;
 
     const PATIENCE: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn an_os_error_is_said_once_in_the_message_and_not_as_a_source() {
+        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        for error in [
+            ClientError::Connect {
+                addr: "127.0.0.1:5000".into(),
+                error: refused(),
+            },
+            ClientError::Connection(refused()),
+            ClientError::Input(refused()),
+            ClientError::Output(refused()),
+        ] {
+            assert!(std::error::Error::source(&error).is_none(), "{error}");
+            let message = error.to_string();
+            assert_eq!(
+                message.matches(&describe_io(&refused())).count(),
+                1,
+                "{message}"
+            );
+        }
+    }
 
     /// A stand-in server on the other end of an in-memory pipe that
     /// uppercases whatever arrives, in deliberately tiny pieces.

@@ -112,9 +112,9 @@ pub async fn connect_url(
     let connecting = async {
         let socket = TcpStream::connect((host.as_str(), port))
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|error| ClientError::Connect {
                 addr: url.to_string(),
-                source,
+                error,
             })?;
         // Each message is one small write; do not let Nagle hold it.
         socket.set_nodelay(true).map_err(ClientError::Connection)?;
@@ -268,7 +268,7 @@ fn handshake_error(
             },
             None => ClientError::Connect {
                 addr: url.to_string(),
-                source,
+                error: source,
             },
         },
         WsError::Http(response) if !path.ends_with("/ws") => ClientError::MissingWsPath {

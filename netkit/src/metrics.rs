@@ -73,7 +73,13 @@ pub enum MetricsError {
     },
     /// A histogram was given no buckets.
     #[error("histograma mal definido: {0}")]
-    Histogram(#[from] BuildError),
+    Histogram(BuildError),
+}
+
+impl From<BuildError> for MetricsError {
+    fn from(error: BuildError) -> MetricsError {
+        MetricsError::Histogram(error)
+    }
 }
 
 /// The registry of one program's metrics, and how they are rendered.

@@ -149,9 +149,15 @@ pub enum HeaderError {
     /// The header did not arrive whole in time.
     #[error("la cabecera PROXY no llegó completa en {} s", .0.as_secs())]
     TimedOut(Duration),
-    /// Reading failed.
+    /// Reading failed (said in the message, so not also a `source()`).
     #[error("error al leer la cabecera PROXY: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<io::Error> for HeaderError {
+    fn from(error: io::Error) -> HeaderError {
+        HeaderError::Io(error)
+    }
 }
 
 /// Who connected from `peer`: read from its PROXY header if `peer` is a
@@ -338,6 +344,16 @@ mod tests {
 
     fn header_of(bytes: &[u8]) -> Result<Seen, HeaderError> {
         classify(bytes)
+    }
+
+    #[test]
+    fn a_read_error_is_said_once() {
+        let error = HeaderError::from(io::Error::other("la red se cayó"));
+        assert!(std::error::Error::source(&error).is_none());
+        assert_eq!(
+            error.to_string(),
+            "error al leer la cabecera PROXY: la red se cayó"
+        );
     }
 
     #[test]
