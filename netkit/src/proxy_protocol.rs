@@ -11,16 +11,18 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use console::args::{InvalidValue, Network};
 use ipnet::IpNet;
+use nix::sys::socket::{recv, MsgFlags};
 use ppp::v2;
 use ppp::PartialResult;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 
 /// How long a trusted proxy has to send its whole header by default
 /// (`servidor`'s `Config::proxy_header_deadline`; the bridge takes the
@@ -33,9 +35,6 @@ const MAX_HEADER: usize = 1024;
 /// The v1 header's limit (PROXY protocol spec, 2.1).
 const MAX_V1: usize = 107;
 const V1_PREFIX: &[u8] = b"PROXY ";
-/// While a header is incomplete, how often to look again: `peek` returns
-/// at once while the same bytes wait, so it cannot wait for more itself.
-const PEEK_PAUSE: Duration = Duration::from_millis(5);
 
 /// The proxies whose PROXY headers and forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
@@ -196,6 +195,12 @@ enum Seen {
 
 /// Reads a PROXY header within `within`, consuming exactly its bytes;
 /// the client address it announces, if any.
+///
+/// The bytes are looked at with `MSG_PEEK`, so that whatever follows the
+/// header stays in the socket. A look that finds no more bytes than the
+/// last one reports `WouldBlock` to tokio, which clears the socket's
+/// readiness: the next wait then lasts until more bytes, or the end, come
+/// (a plain `peek` would find the same bytes at once, again and again).
 async fn read_header(
     stream: &mut TcpStream,
     presence: Presence,
@@ -203,11 +208,28 @@ async fn read_header(
 ) -> Result<Option<SocketAddr>, HeaderError> {
     let deadline = Instant::now() + within;
     let mut seen = vec![0; MAX_HEADER];
+    let mut looked = None;
     loop {
-        let read = match timeout_at(deadline, stream.peek(&mut seen)).await {
-            Ok(read) => read?,
+        let ready = match timeout_at(deadline, stream.ready(Interest::READABLE)).await {
+            Ok(ready) => ready?,
             Err(_elapsed) => return Err(HeaderError::TimedOut(within)),
         };
+        // Once the peer has ended its side, every byte it sent is here: no
+        // more will come, so the look is the last one.
+        let ended = ready.is_read_closed();
+        let look = stream.try_io(Interest::READABLE, || {
+            let read = recv(stream.as_raw_fd(), &mut seen, MsgFlags::MSG_PEEK)?;
+            if !ended && looked == Some(read) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(read)
+        });
+        let read = match look {
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error.into()),
+        };
+        looked = Some(read);
         if read == 0 {
             return match presence {
                 Presence::Required => Err(HeaderError::Truncated),
@@ -226,17 +248,8 @@ async fn read_header(
                 return Ok(client);
             }
             Seen::Incomplete if read == seen.len() => return Err(HeaderError::TooLong(MAX_HEADER)),
-            Seen::Incomplete => {
-                // `peek` shows the pending bytes, never the end after them;
-                // the socket's readiness does.
-                let ready = stream.ready(Interest::READABLE).await?;
-                if ready.is_read_closed() {
-                    return Err(HeaderError::Truncated);
-                }
-                if timeout_at(deadline, sleep(PEEK_PAUSE)).await.is_err() {
-                    return Err(HeaderError::TimedOut(within));
-                }
-            }
+            Seen::Incomplete if ended => return Err(HeaderError::Truncated),
+            Seen::Incomplete => {}
         }
     }
 }

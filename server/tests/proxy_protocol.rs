@@ -171,3 +171,19 @@ async fn missing_garbage_truncated_overlong_and_slow_headers_are_refused() {
     proxy.write_all(b"sigo\n").await.unwrap();
     assert_eq!(read_line(&mut proxy).await, b"SIGO\n");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_header_in_pieces_is_read_whole_and_what_follows_is_kept() {
+    let (server, log) = servidor_behind_a_proxy().await;
+    let mut proxy = connect_from("127.0.0.1", &server).await;
+    for piece in b"PROXY TCP4 203.0.113.9 127.0.0.1 4 5\r\n".chunks(7) {
+        proxy.write_all(piece).await.unwrap();
+        // A slow proxy (the behaviour under test, on paused time): the
+        // server looks at each piece before the next one comes.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(round_trip(&mut proxy, b"trozos\n").await, b"TROZOS\n");
+    log.book()
+        .wait_for("Conexión desde: 203.0.113.9:4 (vía")
+        .await;
+}
