@@ -8,63 +8,30 @@
 //! holding their configuration, pid and logs, and are killed at the end.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use testkit::*;
+
+mod through_balancer;
+use through_balancer::{round_trip, scratch_dir, session_from, Balancer, RawWs};
 
 mod loopback_recipe;
 use loopback_recipe::{
     hand_over, inherited_addresses, listening, page_folder, recipe_flags, render,
 };
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<TcpStream>;
 
 /// Which balancer fronts the system.
 #[derive(Clone, Copy)]
 enum Kind {
     Haproxy,
     Nginx,
-}
-
-/// A balancer process and its folder, both gone when dropped.
-struct Balancer {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        // The whole process group: nginx's workers outlive a killed master.
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
-        }
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "tema12-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The whole deployment: two servidores, two bridges, one balancer.
@@ -158,7 +125,7 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
         web,
         balancer,
     };
-    system.wait_until_serving().await;
+    system.balancer.wait_until_serving(system.web, 1).await;
     // Held until now: had the balancer bound the addresses itself rather
     // than take these sockets, it would have failed (address in use).
     drop((web_listener, tcp_listener));
@@ -166,70 +133,14 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
 }
 
 impl System {
-    /// Waits until a session through the balancer gets its answer.
-    async fn wait_until_serving(&self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(Ok(mut ws)) =
-                tokio::time::timeout(Duration::from_secs(2), session_from(self.web, 1)).await
-            {
-                if let Ok(Ok(answer)) =
-                    tokio::time::timeout(Duration::from_secs(2), round_trip(&mut ws, "listo")).await
-                {
-                    assert_eq!(answer, "LISTO\n");
-                    let _ = ws.close(None).await;
-                    return;
-                }
-            }
-            let log =
-                std::fs::read_to_string(self.balancer.dir.join("stderr.log")).unwrap_or_default();
-            assert!(
-                started.elapsed() < PATIENCE,
-                "the balancer never served; its log:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     fn sessions_on(&self, bridge: usize) -> usize {
         self.bridges[bridge].log().matches("sesión abierta").count()
     }
 }
 
-/// A WebSocket session through `web` from the loopback address
-/// 127.0.0.`host`.
-async fn session_from(web: SocketAddr, host: u8) -> Result<Ws, String> {
-    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    socket
-        .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
-        .map_err(|e| e.to_string())?;
-    let stream = socket.connect(web).await.map_err(|e| e.to_string())?;
-    let url = format!("ws://{web}/ws");
-    tokio_tungstenite::client_async(url, stream)
-        .await
-        .map(|(ws, _)| ws)
-        .map_err(|e| e.to_string())
-}
-
-/// Sends `text` as a line and reads its whole answer.
-async fn round_trip(ws: &mut Ws, text: &str) -> Result<String, String> {
-    ws.send(Message::text(format!("{text}\n")))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    while !answer.ends_with('\n') {
-        match ws.next().await {
-            Some(Ok(Message::Text(part))) => answer.push_str(&part),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => return Err(format!("{other:?} after {answer:?}")),
-        }
-    }
-    Ok(answer)
-}
-
 /// `count` sessions from 127.0.0.2, 127.0.0.3 …, each having had one round
 /// trip, all open at once.
-async fn open_sessions(web: SocketAddr, count: usize) -> Vec<(u8, Ws)> {
+async fn open_sessions(web: SocketAddr, count: usize) -> Vec<(u8, RawWs)> {
     let opening = (0..count).map(|n| {
         let host = 2 + n as u8;
         tokio::spawn(async move {
@@ -257,7 +168,7 @@ async fn open_sessions(web: SocketAddr, count: usize) -> Vec<(u8, Ws)> {
 /// Waits up to 1.5 s for `ws` to be closed: its close frame if it was;
 /// otherwise `None`, once a round trip shows it is still served. Anything
 /// else (an error, data, an end without a close) fails the test.
-async fn closed_or_still_served(host: u8, ws: &mut Ws) -> Option<CloseFrame> {
+async fn closed_or_still_served(host: u8, ws: &mut RawWs) -> Option<CloseFrame> {
     match tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
         Err(_quiet) => {
             let answer = round_trip(ws, "sigo").await.expect("still served");

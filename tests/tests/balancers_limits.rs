@@ -11,42 +11,25 @@
 //! unprivileged in the foreground from a temporary folder holding its
 //! configuration and log, and is killed at the end.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use testkit::*;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio::process::Command;
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 mod loopback_recipe;
 use loopback_recipe::{hand_over, inherited_addresses, listening, render};
 
-type RawWs = WebSocketStream<TcpStream>;
-
-/// HAProxy and its folder, both gone when dropped.
-struct Haproxy {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+mod through_balancer;
+use through_balancer::{read_answer, round_trip, scratch_dir, session_from, Balancer, RawWs};
 
 /// servidor, a bridge and HAProxy in front of both.
 struct System {
     _servidor: Running,
     _bridge: Running,
     web: SocketAddr,
-    haproxy: Haproxy,
+    haproxy: Balancer,
 }
 
 async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
@@ -65,11 +48,7 @@ async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
     args.extend_from_slice(&trust);
     args.extend_from_slice(bridge_extra);
     let bridge = Running::start(bridge_exe(), &args, &env).await;
-    let dir = std::env::temp_dir().join(format!(
-        "tema12-haproxy-limits-{}-{}",
-        std::process::id(),
-        web.port()
-    ));
+    let dir = scratch_dir("haproxy-limits");
     let mut values = vec![
         ("PREFIX", dir.display().to_string()),
         ("BRIDGE_1", bridge.addr.to_string()),
@@ -90,6 +69,8 @@ async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
+        // Its own process group, which `Balancer` stops as a whole.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|error| panic!("cannot start haproxy: {error}"));
@@ -97,83 +78,13 @@ async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
         _servidor: servidor,
         _bridge: bridge,
         web,
-        haproxy: Haproxy { child, dir },
+        haproxy: Balancer { child, dir },
     };
-    system.wait_until_serving().await;
+    system.haproxy.wait_until_serving(system.web, 2).await;
     // Held until now: had HAProxy bound the addresses itself rather than
     // take these sockets, it would have failed (address in use).
     drop((web_listener, tcp_listener));
     system
-}
-
-impl System {
-    /// Waits until a session through HAProxy (from 127.0.0.2) gets its
-    /// answer.
-    async fn wait_until_serving(&self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(Ok(mut ws)) =
-                tokio::time::timeout(Duration::from_secs(2), session_from(self.web, 2)).await
-            {
-                if let Ok(Ok(answer)) =
-                    tokio::time::timeout(Duration::from_secs(2), round_trip(&mut ws, "listo")).await
-                {
-                    assert_eq!(answer, "LISTO\n");
-                    let _ = ws.close(None).await;
-                    return;
-                }
-            }
-            let log =
-                std::fs::read_to_string(self.haproxy.dir.join("stderr.log")).unwrap_or_default();
-            assert!(
-                started.elapsed() < PATIENCE,
-                "HAProxy never served; its log:\n{log}"
-            );
-            // Polling a process that announces nothing (HAProxy's health
-            // checks must mark the bridge up first).
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// An upgrade through `web` from the loopback address 127.0.0.`host`.
-async fn session_from(web: SocketAddr, host: u8) -> Result<RawWs, WsError> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
-        .unwrap();
-    // Refused until HAProxy listens.
-    let stream = within(PATIENCE, "connect", socket.connect(web))
-        .await
-        .map_err(WsError::Io)?;
-    within(
-        PATIENCE,
-        "the upgrade",
-        tokio_tungstenite::client_async(format!("ws://{web}/ws"), stream),
-    )
-    .await
-    .map(|(ws, _)| ws)
-}
-
-/// Sends `text` as a line and reads its whole answer.
-async fn round_trip(ws: &mut RawWs, text: &str) -> Result<String, String> {
-    ws.send(Message::text(format!("{text}\n")))
-        .await
-        .map_err(|e| e.to_string())?;
-    read_answer(ws).await
-}
-
-/// Reads text until a newline.
-async fn read_answer(ws: &mut RawWs) -> Result<String, String> {
-    let mut answer = String::new();
-    while !answer.ends_with('\n') {
-        match within(PATIENCE, "an answer", ws.next()).await {
-            Some(Ok(Message::Text(part))) => answer.push_str(&part),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => return Err(format!("{other:?} after {answer:?}")),
-        }
-    }
-    Ok(answer)
 }
 
 /// A session from 127.0.0.`host` that answered.

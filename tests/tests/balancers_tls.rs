@@ -15,9 +15,7 @@
 //! and logs, and are killed at the end. Needs `scripts/setup --browser`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,10 +25,12 @@ use testkit::*;
 
 mod chromium;
 mod loopback_recipe;
+mod through_balancer;
 use chromium::{Browser, Options};
 use loopback_recipe::{hand_over, inherited_addresses, listening, recipe_flags, render};
+use through_balancer::{scratch_dir, Balancer};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -45,46 +45,6 @@ type Wss = WebSocketStream<MaybeTlsStream<TcpStream>>;
 enum Kind {
     Haproxy,
     Nginx,
-}
-
-/// A folder of the test's own, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tema12-{name}-tls-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A balancer process, killed with its workers when dropped.
-struct Balancer {
-    child: Child,
-    dir: Scratch,
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        // The whole process group: nginx's workers outlive a killed master.
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
-        }
-        let _ = self.child.start_kill();
-    }
 }
 
 /// The self-signed certificate for [`NAME`] the balancer serves.
@@ -143,12 +103,12 @@ async fn system(kind: Kind) -> System {
         bridges.push(Running::start(bridge_exe(), &args, &env).await);
     }
     let (dir, file, program) = match kind {
-        Kind::Haproxy => (Scratch::new("haproxy"), "haproxy-tls.cfg", "haproxy"),
-        Kind::Nginx => (Scratch::new("nginx"), "nginx-tls.conf", "nginx"),
+        Kind::Haproxy => (scratch_dir("haproxy-tls"), "haproxy-tls.cfg", "haproxy"),
+        Kind::Nginx => (scratch_dir("nginx-tls"), "nginx-tls.conf", "nginx"),
     };
     let certificate = Certificate::new();
     let write = |name: &str, text: &str| {
-        let path = dir.0.join(name);
+        let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     };
@@ -166,7 +126,7 @@ async fn system(kind: Kind) -> System {
         ("BRIDGE_2", bridges[1].addr.to_string()),
         ("SERVIDOR_1", servidores[0].addr.to_string()),
         ("SERVIDOR_2", servidores[1].addr.to_string()),
-        ("PREFIX", dir.0.display().to_string()),
+        ("PREFIX", dir.display().to_string()),
         ("TLS_CERT", cert),
         ("TLS_KEY", key),
         ("TLS_PEM", pem),
@@ -181,13 +141,13 @@ async fn system(kind: Kind) -> System {
         Kind::Haproxy => vec![String::from("-db"), String::from("-f")],
         Kind::Nginx => vec![
             String::from("-p"),
-            dir.0.display().to_string(),
+            dir.display().to_string(),
             String::from("-g"),
             String::from("daemon off;"),
             String::from("-c"),
         ],
     };
-    let log = std::fs::File::create(dir.0.join("stderr.log")).unwrap();
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let mut command = Command::new(program);
     hand_over(&mut command, &web_listener, &tcp_listener);
     let child = command
@@ -284,7 +244,7 @@ impl System {
     fn log(&self) -> String {
         ["stderr.log", "error.log"]
             .iter()
-            .map(|file| std::fs::read_to_string(self.balancer.dir.0.join(file)).unwrap_or_default())
+            .map(|file| std::fs::read_to_string(self.balancer.dir.join(file)).unwrap_or_default())
             .collect()
     }
 }
