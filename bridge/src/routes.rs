@@ -154,23 +154,37 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// How the browser reached the bridge, read from the request once, by the
+/// outermost layer ([`security_headers`]), for the layers and handlers
+/// inside it.
+#[derive(Debug, Clone)]
+struct Reached {
+    /// What trusted proxies say of the scheme and host.
+    site: forwarded::Site,
+    /// https directly, or ended by a trusted proxy that says so.
+    https: bool,
+}
+
 /// Adds [`PageHeaders`]' headers to every answer, the page's files,
-/// `/healthz` and refusals alike.
+/// `/healthz` and refusals alike; and leaves [`Reached`] in the request.
 async fn security_headers(
     State(app): State<Arc<App>>,
-    request: Request,
+    mut request: Request,
     next: axum::middleware::Next,
 ) -> Response {
     let uri = request.uri().clone();
-    // https directly, or ended by a trusted proxy that says so.
-    let https = request
+    let reached = request
         .extensions()
         .get::<ConnectionInfo>()
-        .is_some_and(|connection| {
-            forwarded::site(connection.client, request.headers(), &app.trusted_proxies)
-                .https
-                .unwrap_or(connection.tls)
+        .map(|connection| {
+            let site = forwarded::site(connection.client, request.headers(), &app.trusted_proxies);
+            let https = site.https.unwrap_or(connection.tls);
+            Reached { site, https }
         });
+    let https = reached.as_ref().is_some_and(|reached| reached.https);
+    if let Some(reached) = reached {
+        request.extensions_mut().insert(reached);
+    }
     let mut response = next.run(request).await;
     let status = response.status();
     let answer = if status.is_success() || status == StatusCode::NOT_MODIFIED {
@@ -211,12 +225,8 @@ async fn join_link(
         if code.matches(given) {
             let https = request
                 .extensions()
-                .get::<ConnectionInfo>()
-                .is_some_and(|connection| {
-                    forwarded::site(connection.client, request.headers(), &app.trusted_proxies)
-                        .https
-                        .unwrap_or(connection.tls)
-                });
+                .get::<Reached>()
+                .is_some_and(|reached| reached.https);
             if let Ok(cookie) = HeaderValue::from_str(&code.cookie(https)) {
                 response
                     .headers_mut()
@@ -250,6 +260,7 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response {
 async fn upgrade(
     State(app): State<Arc<App>>,
     Extension(connection): Extension<ConnectionInfo>,
+    Extension(Reached { site, https }): Extension<Reached>,
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
@@ -273,14 +284,11 @@ async fn upgrade(
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
     // Behind a trusted proxy that ended TLS, the page's origin is the one
     // the browser used, not the one the proxy spoke to us with.
-    let site = forwarded::site(connection.client, headers, &app.trusted_proxies);
     let host = site
         .host
         .as_deref()
         .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()));
-    let verdict = app
-        .origins
-        .check(origin, host, site.https.unwrap_or(connection.tls));
+    let verdict = app.origins.check(origin, host, https);
     if !verdict.accepted() {
         app.metrics.refused(Refusal::Origin);
         let origin = origin.unwrap_or_default();
