@@ -226,7 +226,14 @@ async fn read_header(
         });
         let read = match look {
             Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
             Err(error) => return Err(error.into()),
         };
         looked = Some(read);
