@@ -99,9 +99,10 @@ impl Browser {
 
     /// A browser started with `options` (see [`Options`]).
     pub async fn launch_with(width: u32, height: u32, network: bool, options: Options) -> Browser {
-        // ChromeDriver started with --port=0 has been seen, once in a few
-        // hundred starts beside another, to exit before it listened: a
-        // second start then works. Each failure is shown with its output.
+        // ChromeDriver started with --port=0 was seen once (beside another
+        // test starting one) to end its output before it said its port; why
+        // is unknown. A new start is tried, twice at most, and each failure
+        // is shown with what ChromeDriver said and how it ended.
         let mut failures = Vec::new();
         let (driver, port) = loop {
             let mut driver = Command::new("chromedriver");
