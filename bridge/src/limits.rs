@@ -89,11 +89,10 @@ impl ClientLimits {
         }
         if let Some(rate) = &self.rate {
             let key = client_key(client);
-            if rate.len() >= MAX_RATE_KEYS {
-                rate.retain_recent();
-            }
-            // Full after a sweep: no room to remember new addresses, so
-            // none is rate limited until there is.
+            // Full: no room to remember new addresses, so none is rate
+            // limited until the next sweep (within a second) makes room.
+            // Sweeping here instead would walk the whole table at every
+            // upgrade, just when a flood of addresses comes.
             if rate.len() < MAX_RATE_KEYS {
                 if let Err(not_until) = rate.check_key(&key) {
                     let wait = not_until.wait_time_from(rate.clock().now());
@@ -154,5 +153,43 @@ impl IntoResponse for Refused {
             )
                 .into_response(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn a_flood_of_addresses_fills_the_rate_table_to_its_bound_and_no_further() {
+        let limits = ClientLimits::new(0, 1, TrustedProxies::default());
+        let metrics = BridgeMetrics::default();
+        let flood = MAX_RATE_KEYS as u32 + 1_000;
+        for n in 0..flood {
+            let client = IpAddr::from(Ipv4Addr::from(0x0a00_0000 + n));
+            assert!(limits.admit(client, &metrics).is_ok(), "{client}");
+        }
+        let rate = limits.rate.as_ref().expect("a rate limit");
+        assert_eq!(rate.len(), MAX_RATE_KEYS);
+    }
+
+    #[test]
+    fn an_address_past_its_burst_waits_and_another_does_not() {
+        let limits = ClientLimits::new(0, 1, TrustedProxies::default());
+        let metrics = BridgeMetrics::default();
+        let one = IpAddr::from(Ipv4Addr::new(127, 0, 0, 3));
+        for _ in 0..BURST_SECONDS {
+            assert!(limits.admit(one, &metrics).is_ok());
+        }
+        assert_eq!(
+            limits.admit(one, &metrics).err(),
+            Some(Refused::Rate {
+                retry_after_secs: 1
+            })
+        );
+        let other = IpAddr::from(Ipv4Addr::new(127, 0, 0, 4));
+        assert!(limits.admit(other, &metrics).is_ok());
     }
 }
