@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use testkit::*;
 
 mod through_balancer;
-use through_balancer::{round_trip, scratch_dir, session_from, Balancer, RawWs};
+use through_balancer::{round_trip, scratch_dir, session_from, session_with, Balancer, RawWs};
 
 mod loopback_recipe;
 use loopback_recipe::{
@@ -25,7 +25,7 @@ use loopback_recipe::{
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// Which balancer fronts the system.
 #[derive(Clone, Copy)]
@@ -125,7 +125,16 @@ async fn system(kind: Kind, bridge_extra: &[&str], read_timeout: &str) -> System
         web,
         balancer,
     };
-    system.balancer.wait_until_serving(system.web, 1).await;
+    // With a join code, the wait's session gives it.
+    let query = bridge_extra
+        .windows(2)
+        .find(|flag| flag[0] == "--access-code")
+        .map(|flag| format!("?clave={}", flag[1]))
+        .unwrap_or_default();
+    system
+        .balancer
+        .wait_until_serving(system.web, 1, &query)
+        .await;
     // Held until now: had the balancer bound the addresses itself rather
     // than take these sockets, it would have failed (address in use).
     drop((web_listener, tcp_listener));
@@ -318,4 +327,33 @@ async fn nginx_serves_the_same_and_a_silent_session_outlives_its_read_timeout() 
         }
     }
     assert_eq!(round_trip(ws, "aún aquí").await.unwrap(), "AÚN AQUÍ\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_behind_haproxy_share_one_access_code() {
+    const CODE: &str = "aula-3B_2026";
+    let system = system(Kind::Haproxy, &["--access-code", CODE], "60s").await;
+    // Without the code: 401 through HAProxy, whichever bridge answers.
+    for host in 2..6 {
+        match session_from(system.web, host).await {
+            Err(WsError::Http(refused)) => assert_eq!(refused.status(), 401),
+            other => panic!("127.0.0.{host}: {other:?} instead of 401"),
+        }
+    }
+    // With it, in the query or in the cookie the join link left (from
+    // whichever bridge answered the link): both bridges serve.
+    let cookie = format!("clave_demo={CODE}");
+    let query = format!("?clave={CODE}");
+    let mut sessions = Vec::new();
+    for host in 2..22 {
+        let mut ws = if host % 2 == 0 {
+            session_with(system.web, host, &query, None).await
+        } else {
+            session_with(system.web, host, "", Some(&cookie)).await
+        }
+        .unwrap_or_else(|error| panic!("127.0.0.{host}: {error}"));
+        assert_eq!(round_trip(&mut ws, "hola").await.unwrap(), "HOLA\n");
+        sessions.push(ws);
+    }
+    assert!(system.sessions_on(0) > 0 && system.sessions_on(1) > 0);
 }

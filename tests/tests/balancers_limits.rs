@@ -80,7 +80,7 @@ async fn system(servidor_extra: &[&str], bridge_extra: &[&str]) -> System {
         web,
         haproxy: Balancer { child, dir },
     };
-    system.haproxy.wait_until_serving(system.web, 2).await;
+    system.haproxy.wait_until_serving(system.web, 2, "").await;
     // Held until now: had HAProxy bound the addresses itself rather than
     // take these sockets, it would have failed (address in use).
     drop((web_listener, tcp_listener));

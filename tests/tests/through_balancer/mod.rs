@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use testkit::{within, PATIENCE};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::Child;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -42,16 +43,17 @@ impl Drop for Balancer {
 }
 
 impl Balancer {
-    /// Waits until a session through `web`, from 127.0.0.`host`, gets its
-    /// answer. A balancer announces nothing when it is ready (its health
+    /// Waits until a session through `web` (to `/ws{query}`), from
+    /// 127.0.0.`host`, gets its answer. A balancer announces nothing when it is ready (its health
     /// checks must first mark a bridge up), so this tries again every
     /// 100 ms, within [`PATIENCE`], and shows the balancer's log if it
     /// never serves.
-    pub async fn wait_until_serving(&self, web: SocketAddr, host: u8) {
+    pub async fn wait_until_serving(&self, web: SocketAddr, host: u8, query: &str) {
         let started = Instant::now();
         loop {
             if let Ok(Ok(mut ws)) =
-                tokio::time::timeout(Duration::from_secs(2), session_from(web, host)).await
+                tokio::time::timeout(Duration::from_secs(2), session_with(web, host, query, None))
+                    .await
             {
                 if let Ok(Ok(answer)) =
                     tokio::time::timeout(Duration::from_secs(2), round_trip(&mut ws, "listo")).await
@@ -86,6 +88,24 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// An upgrade through `web` from the loopback address 127.0.0.`host`: the
 /// session, or why not (an HTTP refusal's status and text among them).
 pub async fn session_from(web: SocketAddr, host: u8) -> Result<RawWs, WsError> {
+    session_with(web, host, "", None).await
+}
+
+/// As [`session_from`], to `/ws{query}` (`?clave=…`) and with `cookie`
+/// (`clave_demo=…`, as the join link leaves it) if given.
+pub async fn session_with(
+    web: SocketAddr,
+    host: u8,
+    query: &str,
+    cookie: Option<&str>,
+) -> Result<RawWs, WsError> {
+    let mut request = format!("ws://{web}/ws{query}")
+        .into_client_request()
+        .expect("a valid URL");
+    if let Some(cookie) = cookie {
+        let cookie = cookie.parse().expect("a cookie header value");
+        request.headers_mut().insert("cookie", cookie);
+    }
     let socket = TcpSocket::new_v4().map_err(WsError::Io)?;
     socket
         .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
@@ -96,7 +116,7 @@ pub async fn session_from(web: SocketAddr, host: u8) -> Result<RawWs, WsError> {
     within(
         PATIENCE,
         "the upgrade",
-        tokio_tungstenite::client_async(format!("ws://{web}/ws"), stream),
+        tokio_tungstenite::client_async(request, stream),
     )
     .await
     .map(|(ws, _)| ws)
