@@ -57,13 +57,7 @@ async fn says_hola(addr: SocketAddr, query: &str, cookie: Option<&str>) {
             .insert("cookie", HeaderValue::from_str(cookie).unwrap());
     }
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut ws, _) = within(
-        PATIENCE,
-        "the upgrade",
-        tokio_tungstenite::client_async(request, stream),
-    )
-    .await
-    .unwrap();
+    let mut ws = testkit::websocket_over(request, stream).await.unwrap();
     ws.send(Message::text("hola\n")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("HOLA\n"));
 }

@@ -74,14 +74,9 @@ async fn session(
     root: &CertificateDer<'static>,
 ) -> WebSocketStream<TlsStream<TcpStream>> {
     let tls = tls_to(addr, root).await;
-    let (ws, _) = within(
-        PATIENCE,
-        "the WebSocket handshake",
-        tokio_tungstenite::client_async(format!("wss://{DOMAIN}/ws"), tls),
-    )
-    .await
-    .unwrap();
-    ws
+    testkit::websocket_over(format!("wss://{DOMAIN}/ws"), tls)
+        .await
+        .unwrap()
 }
 
 /// Sends `line` and expects it back uppercased.

@@ -171,14 +171,9 @@ async fn serves(addr: SocketAddr, pair: &Pair) -> bool {
 /// A wss session over a handshake pinned to `pair`.
 async fn session(addr: SocketAddr, pair: &Pair) -> Wss {
     let tls = handshake(addr, &[&pair.der]).await.expect("the handshake");
-    within(
-        PATIENCE,
-        "the upgrade",
-        tokio_tungstenite::client_async("wss://localhost/ws", tls),
-    )
-    .await
-    .expect("the upgrade")
-    .0
+    testkit::websocket_over("wss://localhost/ws", tls)
+        .await
+        .expect("the upgrade")
 }
 
 /// Sends a line and reads its answer.

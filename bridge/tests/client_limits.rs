@@ -12,10 +12,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use netkit::proxy_protocol::TrustedProxies;
+use testkit::refusal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
@@ -83,33 +83,7 @@ async fn ws_with_query(
 ) -> Result<RawWs, WsError> {
     let mut stream = tcp_from(from, bridge).await;
     stream.write_all(preamble).await.unwrap();
-    let request = format!("ws://{}/ws{query}", bridge.addr)
-        .into_client_request()
-        .unwrap();
-    within(
-        PATIENCE,
-        "the upgrade",
-        tokio_tungstenite::client_async(request, stream),
-    )
-    .await
-    .map(|(ws, _)| ws)
-}
-
-/// The refusal's status, `Retry-After` and text, checked to be plain text.
-fn refusal(result: Result<RawWs, WsError>) -> (u16, Option<String>, String) {
-    let Err(WsError::Http(response)) = result else {
-        panic!("expected an HTTP refusal, got {result:?}");
-    };
-    let headers = response.headers();
-    assert_eq!(
-        headers.get("content-type").unwrap(),
-        "text/plain; charset=utf-8"
-    );
-    let retry_after = headers
-        .get("retry-after")
-        .map(|value| value.to_str().unwrap().to_string());
-    let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
-    (response.status().as_u16(), retry_after, body)
+    testkit::websocket_over(format!("ws://{}/ws{query}", bridge.addr), stream).await
 }
 
 /// Waits for the target to see one more connection.
@@ -243,7 +217,7 @@ async fn upgrades_past_the_rate_get_429_with_retry_after_per_address() {
         assert!(admitted < 10, "never rate limited");
         match ws_from("127.0.0.7", &bridge, b"").await {
             Ok(_ws) => admitted += 1,
-            Err(error) => break refusal(Err(error)),
+            Err(error) => break refusal::<()>(Err(error)),
         }
     };
     // The burst at least (a slow machine may refill a token meanwhile).

@@ -70,14 +70,9 @@ async fn upgrade(
     for (name, value) in headers {
         request.headers_mut().insert(*name, value.parse().unwrap());
     }
-    within(
-        PATIENCE,
-        "the upgrade",
-        tokio_tungstenite::client_async(request, stream),
-    )
-    .await
-    .expect("upgraded")
-    .0
+    testkit::websocket_over(request, stream)
+        .await
+        .expect("upgraded")
 }
 
 #[tokio::test]

@@ -148,10 +148,7 @@ async fn a_sessions_lines_carry_its_id() {
     let stream = TcpStream::connect(bridge.address).await.unwrap();
     let own = stream.local_addr().unwrap();
     let url = format!("ws://{}/ws", bridge.address);
-    let (mut ws, _) = timeout(PATIENCE, tokio_tungstenite::client_async(url, stream))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut ws = testkit::websocket_over(url, stream).await.unwrap();
     ws.send(Message::text("Hola")).await.unwrap();
     let answer = timeout(PATIENCE, ws.next())
         .await

@@ -58,13 +58,7 @@ async fn upgrade_from(
             .headers_mut()
             .insert(*name, value.parse().expect("a header value"));
     }
-    within(
-        PATIENCE,
-        "the upgrade",
-        tokio_tungstenite::client_async(request, stream),
-    )
-    .await
-    .map(|(ws, _)| ws)
+    testkit::websocket_over(request, stream).await
 }
 
 /// The HTTP status an upgrade was refused with.

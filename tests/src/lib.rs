@@ -287,6 +287,48 @@ async fn upgrade(
     .map(|(ws, _response)| ws)
 }
 
+/// The WebSocket handshake for `request` (a URL, or a request with headers
+/// of its own) over `stream`, already connected (from a chosen address,
+/// after a PROXY header, over TLS…), within [`PATIENCE`]: the session, or
+/// why not.
+pub async fn websocket_over<S, R>(
+    request: R,
+    stream: S,
+) -> Result<tokio_tungstenite::WebSocketStream<S>, tokio_tungstenite::tungstenite::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    R: tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+{
+    within(
+        PATIENCE,
+        "the upgrade",
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .map(|(ws, _response)| ws)
+}
+
+/// An upgrade the bridge refused: its status, `Retry-After` and text,
+/// checked to be plain text. Anything else fails the test.
+pub fn refusal<T: std::fmt::Debug>(
+    result: Result<T, tokio_tungstenite::tungstenite::Error>,
+) -> (u16, Option<String>, String) {
+    let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = result else {
+        panic!("expected an HTTP refusal, got {result:?}");
+    };
+    let headers = response.headers();
+    assert_eq!(
+        headers.get("content-type").map(|value| value.as_bytes()),
+        Some(b"text/plain; charset=utf-8".as_slice()),
+        "{headers:?}"
+    );
+    let retry_after = headers
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().to_string());
+    let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+    (response.status().as_u16(), retry_after, body)
+}
+
 /// Runs `program args… flag value`, which must be a usage error as clap
 /// reports it here: exit code 2, standard error starting with «valor no
 /// válido «value» para flag <…» and holding `why`, nothing on stdout.

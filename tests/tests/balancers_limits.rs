@@ -16,7 +16,6 @@ use std::process::Stdio;
 
 use testkit::*;
 use tokio::process::Command;
-use tokio_tungstenite::tungstenite::Error as WsError;
 
 mod loopback_recipe;
 use loopback_recipe::{hand_over, inherited_addresses, listening, render};
@@ -93,19 +92,6 @@ async fn served_session(web: SocketAddr, host: u8) -> RawWs {
     let answer = round_trip(&mut ws, &format!("hola {host}")).await;
     assert_eq!(answer.unwrap(), format!("HOLA {host}\n"));
     ws
-}
-
-/// The refusal's status, `Retry-After` and text.
-fn refusal(result: Result<RawWs, WsError>) -> (u16, Option<String>, String) {
-    let Err(WsError::Http(response)) = result else {
-        panic!("expected an HTTP refusal, got {result:?}");
-    };
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|value| value.to_str().unwrap().to_string());
-    let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
-    (response.status().as_u16(), retry_after, body)
 }
 
 #[tokio::test]

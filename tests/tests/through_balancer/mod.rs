@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use testkit::{within, PATIENCE};
+use testkit::{websocket_over, within, PATIENCE};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::Child;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -113,13 +113,7 @@ pub async fn session_with(
     let stream = within(PATIENCE, "connect", socket.connect(web))
         .await
         .map_err(WsError::Io)?;
-    within(
-        PATIENCE,
-        "the upgrade",
-        tokio_tungstenite::client_async(request, stream),
-    )
-    .await
-    .map(|(ws, _)| ws)
+    websocket_over(request, stream).await
 }
 
 /// Sends `text` as a line and reads its whole answer.
