@@ -187,3 +187,29 @@ async fn a_header_in_pieces_is_read_whole_and_what_follows_is_kept() {
         .wait_for("Conexión desde: 203.0.113.9:4 (vía")
         .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_proxy_that_ends_while_the_server_waits_for_the_rest_is_refused_at_once() {
+    let (server, log) = servidor_behind_a_proxy().await;
+    // The end comes after the server has looked at the half header and is
+    // waiting for more: the end itself must wake it, well before the
+    // header's deadline. Repeated, as the end races the server's look.
+    for round in 0..20 {
+        let mut proxy = connect_from("127.0.0.1", &server).await;
+        let local = proxy.local_addr().unwrap();
+        proxy.write_all(b"PROXY TCP4 203.0.11").await.unwrap();
+        // On paused time: the server looks at the half header meanwhile.
+        tokio::time::sleep(std::time::Duration::from_millis(round % 3)).await;
+        let ended = tokio::time::Instant::now();
+        proxy.shutdown().await.unwrap();
+        log.book()
+            .wait_for(&format!(
+                "Conexión rechazada desde {local}: la conexión terminó a mitad de la cabecera PROXY"
+            ))
+            .await;
+        assert!(
+            ended.elapsed() < std::time::Duration::from_secs(3),
+            "round {round}: waited for the deadline"
+        );
+    }
+}
