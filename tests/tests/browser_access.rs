@@ -4,7 +4,6 @@
 //! a permanent one does not reconnect in a loop.
 //! Needs scripts/setup --browser.
 
-use fantoccini::Locator;
 use futures_util::{SinkExt, StreamExt};
 use testkit::*;
 use tokio_tungstenite::tungstenite::Message;
@@ -52,9 +51,11 @@ async fn without_the_code_the_page_asks_for_it_and_does_not_retry_in_a_loop() {
     browser.client.goto(&page_url(bridge.addr)).await.unwrap();
     let status = browser.wait_refusal("falta la clave de la demo").await;
     assert!(status.contains("escriba la clave"), "{status}");
-    // The form, keyboard only: typed into the focused field, then Enter.
-    let field = browser.client.find(Locator::Id("clave")).await.unwrap();
-    field.send_keys(&format!("{CODE}\u{E007}")).await.unwrap();
+    // The form, keyboard only: typed into the focused field, then Enter,
+    // which loads the page again with the code's cookie.
+    browser
+        .submit_with_enter("clave", &format!("{CODE}\u{E007}"))
+        .await;
     browser.wait_connected().await;
     // One refused WebSocket before the code, one after: no storm while
     // the person was typing.

@@ -248,6 +248,45 @@ impl Browser {
         input.send_keys(text).await.unwrap();
     }
 
+    /// Types `keys` into #`id`, ending with Enter, which submits its form
+    /// as a navigation, and returns once the page that navigation loads is
+    /// the one in the window.
+    ///
+    /// The keys return before the navigation begins: a script run just
+    /// after them can still find the old page, and one that waits there
+    /// (a `MutationObserver`) dies with it, reported as an error. So the
+    /// old page is marked first, and the test waits until a page without
+    /// the mark answers; ChromeDriver runs each script once a navigation
+    /// already under way has finished loading.
+    pub async fn submit_with_enter(&self, id: &str, keys: &str) {
+        assert!(keys.ends_with('\u{E007}'), "{keys:?} does not end in Enter");
+        self.client
+            .execute("window.paginaAnterior = true", vec![])
+            .await
+            .unwrap_or_else(|e| panic!("marking the page before the form is sent: {e}"));
+        let field = self.client.find(Locator::Id(id)).await.unwrap();
+        field.send_keys(keys).await.unwrap();
+        const SCRIPT: &str = "
+            const done = arguments[0];
+            if (!window.paginaAnterior) { done('nueva'); }
+            else { addEventListener('pagehide', () => done('saliendo'), { once: true }); }
+        ";
+        let mut seen = Vec::new();
+        within(PATIENCE, "the page the form loads", async {
+            // The old page, leaving or killed on the way, then the new one:
+            // a few looks at most.
+            while seen.len() < 5 {
+                match self.client.execute_async(SCRIPT, vec![]).await {
+                    Ok(answer) if answer == "nueva" => return,
+                    Ok(answer) => seen.push(answer.to_string()),
+                    Err(e) => seen.push(e.to_string()),
+                }
+            }
+            panic!("the form's page never came; seen: {seen:#?}");
+        })
+        .await;
+    }
+
     pub async fn click(&self, id: &str) {
         self.client
             .find(Locator::Id(id))
