@@ -1,6 +1,6 @@
-//! A headless Chromium under chromedriver for the page's tests
-//! (`browser.rs`, `browser_access.rs`), and the system it loads: servidor
-//! in the test's runtime, the real bridge serving the built page.
+//! A headless Chromium under chromedriver for the page's tests (`browser/`,
+//! `acme_browser.rs`, `balancers_tls.rs`), and the system it loads:
+//! servidor in the test's runtime, the real bridge serving the built page.
 
 #![allow(dead_code)]
 

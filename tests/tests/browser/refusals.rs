@@ -8,8 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use testkit::*;
 use tokio_tungstenite::tungstenite::Message;
 
-mod chromium;
-use chromium::*;
+use crate::chromium::*;
 use tokio_util::sync::DropGuard;
 
 const CODE: &str = "clave-del-aula_7";
