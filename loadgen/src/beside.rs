@@ -117,7 +117,15 @@ pub struct IdleCounts {
     pub sessions: usize,
     /// websockify: a process per session.
     pub websockify: usize,
+    /// The pause before the memory is read, once every session has
+    /// answered: [`IDLE_SETTLE`], or none in a quick run.
+    pub settle: Duration,
 }
+
+/// The pause, once every idle session has answered, before the memory is
+/// read: the peers' tasks go idle. smaps_rollup walks the page tables, so it
+/// needs no time to catch up.
+pub const IDLE_SETTLE: Duration = Duration::from_millis(200);
 
 /// The peers, started once for the rounds.
 pub struct Beside {
@@ -230,7 +238,7 @@ impl Beside {
             };
             let count = recipe.max_sessions().map_or(count, |most| count.min(most));
             let running = recipe.start(self.target).await?;
-            let (before, after) = idle(&running.peer, recipe.link(), count).await?;
+            let (before, after) = idle(&running.peer, recipe.link(), count, counts.settle).await?;
             eprintln!(
                 "  idle {} × {count}: {:.1} KiB per session (RSS summed; PSS {:.1})",
                 recipe.name(),
@@ -249,6 +257,7 @@ async fn idle(
     peer: &Peer,
     link: Link,
     count: usize,
+    settle: Duration,
 ) -> anyhow::Result<(tree::Memory, tree::Memory)> {
     let pid = peer.pid()?;
     let before = tree::memory(pid)?;
@@ -271,10 +280,8 @@ async fn idle(
         clients.push(client);
         done.fetch_add(1, Ordering::Relaxed);
     }
-    // Every session has answered, so every process and buffer exists; the
-    // pause only lets the peers' tasks go idle. smaps_rollup walks the page
-    // tables, so it needs no time to catch up.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every session has answered, so every process and buffer exists.
+    tokio::time::sleep(settle).await;
     let after = tree::memory(pid)?;
     drop(progress);
     drop(clients);

@@ -164,7 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let counts: Vec<usize> = args.sessions.iter().map(|&n| n as usize).collect();
     let (stream_bytes, seconds, rounds, idle_tcp, idle_ws, counts) = if args.quick {
-        (4 << 20, 0.2, 1, 100, 50, vec![1, 10])
+        (4 << 20, 0.1, 1, 100, 50, vec![1, 10])
     } else {
         (
             args.stream_mib << 20,
@@ -179,6 +179,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let idle_beside = IdleCounts {
         sessions: idle_ws,
         websockify: if args.quick { 10 } else { args.idle_websockify },
+        settle: if args.quick {
+            Duration::ZERO
+        } else {
+            beside::IDLE_SETTLE
+        },
+    };
+    // A quick run's figures are not kept: its memory is read at once.
+    let idle_settle = if args.quick {
+        Duration::ZERO
+    } else {
+        scenarios::IDLE_SETTLE
     };
     let duration = Duration::from_secs_f64(seconds);
     let mut report = Report::default();
@@ -281,9 +292,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", report.render());
         return Ok(());
     }
-    let per_tcp = scenarios::idle(&servidor, Link::Tcp, idle_tcp).await?;
+    let per_tcp = scenarios::idle(&servidor, Link::Tcp, idle_tcp, idle_settle).await?;
     report.idle(&servidor.name, idle_tcp, per_tcp);
-    let per_ws = scenarios::idle(&bridge, Link::WebSocket, idle_ws).await?;
+    let per_ws = scenarios::idle(&bridge, Link::WebSocket, idle_ws, idle_settle).await?;
     report.idle(&bridge.name, idle_ws, per_ws);
 
     print!("{}", report.render());

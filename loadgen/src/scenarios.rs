@@ -338,9 +338,20 @@ async fn round_trips(
     Ok((latency, client))
 }
 
+/// The pause, once every idle client has answered, before the peer's memory
+/// is read: its tasks go idle.
+pub const IDLE_SETTLE: Duration = Duration::from_millis(500);
+
 /// Holds `count` idle clients (each answered once, then silent) and returns
-/// the peer's resident memory then, and before, in bytes.
-pub async fn idle(peer: &Peer, link: Link, count: usize) -> anyhow::Result<(u64, u64)> {
+/// the peer's resident memory then, and before, in bytes. The memory is
+/// read `settle` after the last answer ([`IDLE_SETTLE`], or none in a quick
+/// run, whose figures are not kept).
+pub async fn idle(
+    peer: &Peer,
+    link: Link,
+    count: usize,
+    settle: Duration,
+) -> anyhow::Result<(u64, u64)> {
     let before = peer.resident_bytes()?;
     let done = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(
@@ -361,7 +372,7 @@ pub async fn idle(peer: &Peer, link: Link, count: usize) -> anyhow::Result<(u64,
         clients.push(client);
         done.fetch_add(1, Ordering::Relaxed);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(settle).await;
     let after = peer.resident_bytes()?;
     drop(progress);
     drop(clients);
