@@ -33,7 +33,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tracing::{debug, info, info_span, warn};
 
-use console::describe_io;
+use console::{describe_io, Seconds};
 
 use netkit::per_client::Held;
 use netkit::proxy_protocol::{self, ClientAddress, TrustedProxies};
@@ -486,10 +486,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         ),
         Err(_elapsed) => plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "el servidor {target} no respondió en {} s",
-                within.as_secs()
-            ),
+            format!("el servidor {target} no respondió en {}", Seconds(within)),
         ),
     }
 }

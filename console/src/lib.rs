@@ -309,6 +309,23 @@ impl fmt::Display for Preview<'_> {
     }
 }
 
+/// A duration as the log says it, in seconds with a decimal comma:
+/// `5 s`, `0,3 s`, `1,25 s` (to the millisecond). Timeouts may be given as
+/// `300ms`: whole seconds alone would log that as `0 s`.
+pub struct Seconds(pub std::time::Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.0.as_secs();
+        let millis = self.0.subsec_millis();
+        if millis == 0 {
+            return write!(f, "{whole} s");
+        }
+        let fraction = format!("{millis:03}");
+        write!(f, "{whole},{} s", fraction.trim_end_matches('0'))
+    }
+}
+
 /// An io error in Spanish where the cause is a common one, else as the
 /// system words it.
 pub fn describe_io(error: &io::Error) -> String {
@@ -334,7 +351,21 @@ pub fn describe_io(error: &io::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn seconds_are_said_with_a_decimal_comma_when_not_whole() {
+        let said = |millis| Seconds(Duration::from_millis(millis)).to_string();
+        assert_eq!(said(5_000), "5 s");
+        assert_eq!(said(0), "0 s");
+        assert_eq!(said(300), "0,3 s");
+        assert_eq!(said(1_250), "1,25 s");
+        assert_eq!(said(2_001), "2,001 s");
+        // Below a millisecond is not said.
+        assert_eq!(Seconds(Duration::from_micros(1_000_400)).to_string(), "1 s");
+    }
 
     #[test]
     fn defaults_are_shown_in_spanish_from_their_values() {

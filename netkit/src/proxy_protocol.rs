@@ -146,7 +146,7 @@ pub enum HeaderError {
     #[error("la conexión terminó a mitad de la cabecera PROXY")]
     Truncated,
     /// The header did not arrive whole in time.
-    #[error("la cabecera PROXY no llegó completa en {} s", .0.as_secs())]
+    #[error("la cabecera PROXY no llegó completa en {}", console::Seconds(*.0))]
     TimedOut(Duration),
     /// Reading failed (said in the message, so not also a `source()`).
     #[error("error al leer la cabecera PROXY: {0}")]

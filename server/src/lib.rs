@@ -31,7 +31,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use console::{describe_io, preview};
+use console::{describe_io, preview, Seconds};
 use netkit::accept::Acceptor;
 use netkit::per_client::{Held, PerClient};
 use netkit::proxy_protocol::{
@@ -250,13 +250,11 @@ impl fmt::Display for Ending {
             Ending::ClientClosed => write!(f, "el cliente cerró la conexión"),
             Ending::Shutdown => write!(f, "el servidor se detiene"),
             Ending::IdleTimeout(after) => {
-                write!(f, "sin actividad durante {} s", after.as_secs())
+                write!(f, "sin actividad durante {}", Seconds(*after))
             }
-            Ending::WriteTimeout(after) => write!(
-                f,
-                "el cliente no leyó la respuesta en {} s",
-                after.as_secs()
-            ),
+            Ending::WriteTimeout(after) => {
+                write!(f, "el cliente no leyó la respuesta en {}", Seconds(*after))
+            }
             Ending::Failed(error) => write!(f, "{}", describe_io(error)),
         }
     }

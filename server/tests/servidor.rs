@@ -69,9 +69,9 @@ async fn the_flags_reach_the_server() {
     let server = servidor(
         &[
             "--idle-timeout",
-            "1",
+            "300ms",
             "--write-timeout",
-            "1",
+            "300ms",
             "--max-connections",
             "1",
             "--log-preview",
@@ -96,7 +96,7 @@ async fn the_flags_reach_the_server() {
         .unwrap();
     assert_eq!(read_line(&mut second).await, b"DOS\n");
     // Then the second client never reads (at once: it may be idle for at
-    // most a second too), and is closed after `--write-timeout`. It pushes
+    // most 0.3 s too), and is closed after `--write-timeout`. It pushes
     // until the server closes, so no write of it is a guess.
     let pushing = tokio::spawn(async move {
         let chunk = vec![b'x'; 64 * 1024];
@@ -106,7 +106,7 @@ async fn the_flags_reach_the_server() {
     server.wait_for_log("[#2] Conexión desde").await;
     let log = server.log();
     let idle = log
-        .find("[#1] Conexión cerrada: sin actividad durante 1 s")
+        .find("[#1] Conexión cerrada: sin actividad durante 0,3 s")
         .unwrap_or_else(|| panic!("{log}"));
     let served = log
         .find("[#2] Conexión desde: 203.0.113.8:1 (vía")
@@ -122,7 +122,7 @@ async fn the_flags_reach_the_server() {
     );
 
     server
-        .wait_for_log("[#2] Conexión cerrada: el cliente no leyó la respuesta en 1 s")
+        .wait_for_log("[#2] Conexión cerrada: el cliente no leyó la respuesta en 0,3 s")
         .await;
     within(PATIENCE, "the push to fail", pushing).await.unwrap();
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use console::describe_io;
+use console::{describe_io, Seconds};
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -181,7 +181,7 @@ impl Ending {
                 describe_io(error)
             ),
             Ending::TargetTimedOut { target, after } => {
-                format!("el servidor {target} no respondió en {} s", after.as_secs())
+                format!("el servidor {target} no respondió en {}", Seconds(*after))
             }
             Ending::TargetLost { target, error } => format!(
                 "se perdió la conexión con el servidor {target}: {}",
@@ -194,10 +194,10 @@ impl Ending {
             }
             Ending::Stopping => String::from("el puente se detiene"),
             Ending::ClientSilent(after) => {
-                format!("el cliente no respondió al ping en {} s", after.as_secs())
+                format!("el cliente no respondió al ping en {}", Seconds(*after))
             }
             Ending::ClientStalled(after) => {
-                format!("el cliente no leyó nada en {} s", after.as_secs())
+                format!("el cliente no leyó nada en {}", Seconds(*after))
             }
             Ending::ClientVanished => String::from("el cliente se desconectó sin cerrar la sesión"),
             Ending::ClientFailed(detail) => format!("error con el cliente: {detail}"),
