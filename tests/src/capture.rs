@@ -8,6 +8,7 @@
 //! at process level.
 
 use std::fmt::{self, Write as _};
+use std::sync::Once;
 
 use tracing::field::{Field, Visit};
 use tracing::subscriber::DefaultGuard;
@@ -48,6 +49,7 @@ impl CapturedLog {
 /// `[#id]`/`[ws#id]` of the connection's span), through `filter`
 /// (`RUST_LOG` syntax).
 pub fn capture_transcript(filter: &str) -> CapturedLog {
+    anchor();
     let book = LogBook::default();
     let writer = BookWriter(book.clone());
     let subscriber = console::transcript_subscriber(filter, move || writer.clone());
@@ -55,6 +57,25 @@ pub fn capture_transcript(filter: &str) -> CapturedLog {
         book,
         _guard: tracing::subscriber::set_default(subscriber),
     }
+}
+
+/// Gives every thread a subscriber, before the first capture starts.
+///
+/// tracing decides once per call site, for the whole process, whether any
+/// subscriber wants its events, and while one dispatcher is registered it
+/// asks the thread that reaches the call site first. A test running beside
+/// a capturing one with no subscriber of its own would answer "no one", and
+/// the capturing test would never see that line (seen: a read of servidor's
+/// never logged, the wait for it timing out). With a global subscriber
+/// that wants everything (and keeps nothing), no thread answers "no one";
+/// call sites reached before it was in place are asked again.
+fn anchor() {
+    static ANCHORED: Once = Once::new();
+    ANCHORED.call_once(|| {
+        // A global subscriber set by someone else serves as well.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+        tracing::callsite::rebuild_interest_cache();
+    });
 }
 
 /// Writes the transcript's bytes into a [`LogBook`] (one event per write).
@@ -74,6 +95,7 @@ impl std::io::Write for BookWriter {
 
 /// Starts capturing the `tracing` events of this thread (every level).
 pub fn capture_log() -> CapturedLog {
+    anchor();
     let book = LogBook::default();
     let subscriber = tracing_subscriber::registry().with(Lines { book: book.clone() });
     CapturedLog {
@@ -118,5 +140,22 @@ impl Visit for Fields {
         } else {
             let _ = write!(self.others, " {}={value:?}", field.name());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_site_first_reached_by_a_thread_without_a_subscriber_is_still_captured() {
+        fn says_hola() {
+            tracing::info!("hola desde un hilo");
+        }
+        let log = capture_log();
+        // The call site's first reach, on a thread with no subscriber of its own.
+        std::thread::spawn(says_hola).join().unwrap();
+        says_hola();
+        assert_eq!(log.text(), "hola desde un hilo\n");
     }
 }
