@@ -498,6 +498,8 @@ pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
     log: LogBook,
+    /// How many of stdout and stderr are still open.
+    outputs_open: Arc<watch::Sender<usize>>,
 }
 
 impl Running {
@@ -533,9 +535,16 @@ impl Running {
             .last()
             .and_then(|word| word.parse().ok())
             .unwrap_or_else(|| panic!("no address in first line {first:?}"));
-        collect(stdout, log.clone());
-        collect(BufReader::new(child.stderr.take().unwrap()), log.clone());
-        Running { child, addr, log }
+        let outputs_open = Arc::new(watch::Sender::new(2));
+        collect(stdout, log.clone(), outputs_open.clone());
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        collect(stderr, log.clone(), outputs_open.clone());
+        Running {
+            child,
+            addr,
+            log,
+            outputs_open,
+        }
     }
 
     /// Everything printed after the address line, stdout and stderr mixed.
@@ -567,21 +576,39 @@ impl Running {
             .await
             .unwrap()
     }
+
+    /// Waits until its stdout and stderr have ended (it has exited, or
+    /// closed them): then every line it printed is in the log, none still
+    /// on its way through the pipe.
+    pub async fn wait_output_end(&self) {
+        let mut open = self.outputs_open.subscribe();
+        within(
+            PATIENCE,
+            "its output to end",
+            open.wait_for(|open| *open == 0),
+        )
+        .await
+        .expect("the count is held by the process's handle");
+    }
 }
 
+/// Appends `reader`'s lines to `log` until it ends, then counts it out of
+/// `open`.
 fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     mut reader: BufReader<R>,
     log: LogBook,
+    open: Arc<watch::Sender<usize>>,
 ) {
     tokio::spawn(async move {
         let mut line = Vec::new();
         loop {
             line.clear();
             match reader.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break,
                 Ok(_) => log.append(&String::from_utf8_lossy(&line)),
             }
         }
+        open.send_modify(|open| *open -= 1);
     });
 }
 

@@ -145,6 +145,16 @@ impl System {
     fn sessions_on(&self, bridge: usize) -> usize {
         self.bridges[bridge].log().matches("sesión abierta").count()
     }
+
+    /// Kills the bridges and servidores and waits until their output has
+    /// ended: then their logs are whole, with no line still in a pipe.
+    async fn stop_for_logs(&mut self) {
+        for running in self.bridges.iter_mut().chain(&mut self.servidores) {
+            let _ = running.child.start_kill();
+            running.wait_exit(PATIENCE).await;
+            running.wait_output_end().await;
+        }
+    }
 }
 
 /// `count` sessions from 127.0.0.2, 127.0.0.3 …, each having had one round
@@ -191,8 +201,9 @@ async fn closed_or_still_served(host: u8, ws: &mut RawWs) -> Option<CloseFrame> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_spreads_200_sessions_and_servidor_logs_each_browser() {
-    let system = system(Kind::Haproxy, &[], "60s").await;
+    let mut system = system(Kind::Haproxy, &[], "60s").await;
     let sessions = open_sessions(system.web, 200).await;
+    system.stop_for_logs().await;
     let (first, second) = (system.sessions_on(0), system.sessions_on(1));
     // The readiness probe above was one more session.
     assert!(first + second >= 200, "{first} + {second}");
@@ -215,7 +226,6 @@ async fn haproxy_spreads_200_sessions_and_servidor_logs_each_browser() {
 async fn a_rolling_restart_behind_haproxy_moves_sessions_cleanly() {
     let mut system = system(Kind::Haproxy, &["--drain", "3"], "60s").await;
     let sessions = open_sessions(system.web, 100).await;
-    let on_first = system.sessions_on(0);
     system.bridges[0].signal("TERM");
     let signalled = Instant::now();
 
@@ -247,6 +257,10 @@ async fn a_rolling_restart_behind_haproxy_moves_sessions_cleanly() {
     for after in &closed {
         assert!(*after < Duration::from_secs(1), "1001 after {after:?}");
     }
+    assert!(system.bridges[0].wait_exit(PATIENCE).await.success());
+    // Counted from its whole log, once its output has ended.
+    system.bridges[0].wait_output_end().await;
+    let on_first = system.sessions_on(0);
     // Every session the stopped bridge had (bar the readiness probe, which
     // had closed) got its 1001.
     assert!(
@@ -254,18 +268,19 @@ async fn a_rolling_restart_behind_haproxy_moves_sessions_cleanly() {
         "{} of {on_first}",
         closed.len()
     );
-    assert!(system.bridges[0].wait_exit(PATIENCE).await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_servidor_ends_only_its_sessions_and_new_ones_go_to_the_other() {
     let mut system = system(Kind::Haproxy, &[], "60s").await;
     let sessions = open_sessions(system.web, 40).await;
-    let on_first = system.servidores[0]
-        .log()
-        .matches("(vía 127.0.0.1:")
-        .count();
-    system.servidores[0].child.start_kill().unwrap();
+    let first = &mut system.servidores[0];
+    first.child.start_kill().unwrap();
+    first.wait_exit(PATIENCE).await;
+    // Counted once its output has ended: a line it printed may still be in
+    // the pipe when the sessions have their answers.
+    first.wait_output_end().await;
+    let on_first = first.log().matches("(vía 127.0.0.1:").count();
 
     let watching = sessions.into_iter().map(|(host, mut ws)| {
         tokio::spawn(async move {
