@@ -316,19 +316,8 @@ async fn killing_one_servidor_ends_only_its_sessions_and_new_ones_go_to_the_othe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_serves_the_same_and_a_silent_session_outlives_its_read_timeout() {
-    let system = system(Kind::Nginx, &["--ping-interval", "300ms"], "1s").await;
+    let mut system = system(Kind::Nginx, &["--ping-interval", "300ms"], "1s").await;
     let mut sessions = open_sessions(system.web, 20).await;
-    assert!(system.sessions_on(0) > 0 && system.sessions_on(1) > 0);
-    let logs: String = system.bridges.iter().map(Running::log).collect();
-    assert!(
-        logs.contains("sesión abierta desde 127.0.0.2 (vía 127.0.0.1:"),
-        "{logs}"
-    );
-    let logs: String = system.servidores.iter().map(Running::log).collect();
-    assert!(
-        logs.contains("Conexión desde: 127.0.0.3 (vía 127.0.0.1:"),
-        "{logs}"
-    );
 
     // Silent for longer than nginx's proxy_read_timeout: the bridge's pings
     // keep the connection busy, and tungstenite answers them as it reads.
@@ -342,12 +331,26 @@ async fn nginx_serves_the_same_and_a_silent_session_outlives_its_read_timeout() 
         }
     }
     assert_eq!(round_trip(ws, "aún aquí").await.unwrap(), "AÚN AQUÍ\n");
+
+    // Each client's address reached both bridges and servidores.
+    system.stop_for_logs().await;
+    assert!(system.sessions_on(0) > 0 && system.sessions_on(1) > 0);
+    let logs: String = system.bridges.iter().map(Running::log).collect();
+    assert!(
+        logs.contains("sesión abierta desde 127.0.0.2 (vía 127.0.0.1:"),
+        "{logs}"
+    );
+    let logs: String = system.servidores.iter().map(Running::log).collect();
+    assert!(
+        logs.contains("Conexión desde: 127.0.0.3 (vía 127.0.0.1:"),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridges_behind_haproxy_share_one_access_code() {
     const CODE: &str = "aula-3B_2026";
-    let system = system(Kind::Haproxy, &["--access-code", CODE], "60s").await;
+    let mut system = system(Kind::Haproxy, &["--access-code", CODE], "60s").await;
     // Without the code: 401 through HAProxy, whichever bridge answers.
     for host in 2..6 {
         match session_from(system.web, host).await {
@@ -370,5 +373,6 @@ async fn bridges_behind_haproxy_share_one_access_code() {
         assert_eq!(round_trip(&mut ws, "hola").await.unwrap(), "HOLA\n");
         sessions.push(ws);
     }
+    system.stop_for_logs().await;
     assert!(system.sessions_on(0) > 0 && system.sessions_on(1) > 0);
 }
