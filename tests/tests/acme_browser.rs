@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bridge::acme::{Acme, AcmeConfig};
 use bridge::Config;
-use fantoccini::Locator;
 use testkit::*;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -131,35 +130,23 @@ async fn chromium_trusting_the_ca_loads_the_page_over_https_and_gets_hola() {
     let browser = Browser::launch_with(
         1000,
         800,
-        false,
         Options {
             extra_args: vec![format!("--host-resolver-rules=MAP {DOMAIN} 127.0.0.1")],
             home: Some(home.clone()),
         },
     )
     .await;
-    let client = &browser.client;
-    client
-        .goto(&format!("https://{DOMAIN}:{port}/"))
-        .await
-        .unwrap();
+    browser.goto(&format!("https://{DOMAIN}:{port}/")).await;
     let connected = browser.wait_connected().await;
     assert_eq!(connected, format!("Conectado a wss://{DOMAIN}:{port}/ws"));
-    let input = client.find(Locator::Id("mensaje")).await.unwrap();
-    input.send_keys("Hola").await.unwrap();
-    client
-        .find(Locator::Id("enviar"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.type_message("Hola").await;
+    browser.click("enviar").await;
     browser
         .wait_text("registro", "HOLA", |text| {
             text.contains("Recibido del servidor: HOLA")
         })
         .await;
-    browser.client.close().await.unwrap();
+    browser.close().await;
     stop.cancel();
     pebble.stop().await;
 }

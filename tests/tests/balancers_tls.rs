@@ -19,7 +19,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fantoccini::Locator;
 use futures_util::{SinkExt, StreamExt};
 use testkit::*;
 
@@ -273,7 +272,6 @@ async fn the_page_says_hola_over_wss_through(kind: Kind) {
     let browser = Browser::launch_with(
         1000,
         800,
-        false,
         Options {
             extra_args: vec![
                 "--ignore-certificate-errors".to_string(),
@@ -284,20 +282,19 @@ async fn the_page_says_hola_over_wss_through(kind: Kind) {
     )
     .await;
     let page = format!("{}/", system.origin());
-    browser.client.goto(&page).await.unwrap();
+    browser.goto(&page).await;
     let status = browser.wait_connected().await;
     assert_eq!(
         status,
         format!("Conectado a wss://{NAME}:{}/ws", system.web.port())
     );
-    let input = browser.client.find(Locator::Id("mensaje")).await.unwrap();
-    input.send_keys("Hola\u{E007}").await.unwrap();
+    browser.type_message("Hola\u{E007}").await;
     browser
         .wait_text("registro", "HOLA", |t| {
             t.contains("Recibido del servidor: HOLA")
         })
         .await;
-    browser.client.close().await.unwrap();
+    browser.close().await;
     // Through the balancer, from the browser at 127.0.0.1.
     let logs: String = system.bridges.iter().map(Running::log).collect();
     assert!(logs.contains("sesión abierta desde 127.0.0.1"), "{logs}");

@@ -42,7 +42,7 @@ async fn with_servidor_down_the_page_backs_off_then_returns_within_the_announced
     let held = HeldPort::new();
     let bridge = bridge_to(held.addr(), &["--web", dist.to_str().unwrap()]).await;
     let browser = Browser::start_recording_network(1000, 800).await;
-    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser.goto(&page_url(bridge.addr)).await;
 
     // Each status the page shows, until it announces a grown pause.
     let mut pauses = Vec::new();
@@ -112,5 +112,5 @@ async fn with_servidor_down_the_page_backs_off_then_returns_within_the_announced
             t.contains("Recibido del servidor: DE VUELTA")
         })
         .await;
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }

@@ -1,7 +1,8 @@
 //! The browser page end to end, in a real headless Chromium driven through
-//! WebDriver: `servidor::serve` in the test process and `bridge --web dist`
-//! in front of it, each on a port the kernel chose, the page built with
-//! trunk. Needs `scripts/setup --browser`.
+//! its DevTools protocol (one Chromium, a fresh browser context per test):
+//! `servidor::serve` in the test process and `bridge --web dist` in front
+//! of it, each on a port the kernel chose, the page built with trunk.
+//! Needs `scripts/setup --browser`.
 //!
 //! - `backoff`: with servidor down, the page's pauses grow, and it comes
 //!   back within the pause it announced;

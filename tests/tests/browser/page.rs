@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use fantoccini::Locator;
 use testkit::*;
 
 use crate::chromium::*;
@@ -16,7 +15,7 @@ const SIZE_BUDGET: usize = 40 * 1024;
 async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
     let (_server, bridge) = system().await;
     let browser = Browser::start(1000, 800).await;
-    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser.goto(&page_url(bridge.addr)).await;
     let status = browser.wait_connected().await;
     assert_eq!(status, format!("Conectado a ws://{}/ws", bridge.addr));
 
@@ -42,7 +41,7 @@ async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
     // Read last: by now the page and everything it asks for has loaded.
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "errors in the console: {errors:#?}");
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test]
@@ -52,7 +51,7 @@ async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
     let server = serve(held.listen());
     let bridge = bridge_to(held.addr(), &["--web", dist.to_str().unwrap()]).await;
     let browser = Browser::start(1000, 800).await;
-    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser.goto(&page_url(bridge.addr)).await;
     browser.wait_connected().await;
 
     // servidor stops; its port stays held, refusing connections.
@@ -73,12 +72,8 @@ async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
         .await;
     browser.screenshot("pagina-desconectada.png").await;
     // …and the text stays in the field, to send once connected.
-    let field = browser.client.find(Locator::Id("mensaje")).await.unwrap();
-    assert_eq!(
-        field.prop("value").await.unwrap().as_deref(),
-        Some("perdido")
-    );
-    field.clear().await.unwrap();
+    assert_eq!(browser.field_value("mensaje").await, "perdido");
+    browser.clear("mensaje").await;
 
     let _again = serve(held.listen());
     browser
@@ -92,14 +87,14 @@ async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
             t.contains("Recibido del servidor: DE NUEVO")
         })
         .await;
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test]
 async fn the_toggle_disconnects_and_connects() {
     let (_server, bridge) = system().await;
     let browser = Browser::start(1000, 800).await;
-    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser.goto(&page_url(bridge.addr)).await;
     browser.wait_connected().await;
     assert_eq!(browser.text_of("conexion").await, "Desconectar");
     browser.click("conexion").await;
@@ -111,14 +106,14 @@ async fn the_toggle_disconnects_and_connects() {
     assert_eq!(browser.text_of("conexion").await, "Conectar");
     browser.click("conexion").await;
     browser.wait_connected().await;
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test]
 async fn the_page_is_readable_on_a_360_px_phone() {
     let (_server, bridge) = system().await;
     let browser = Browser::start(360, 740).await;
-    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser.goto(&page_url(bridge.addr)).await;
     browser.wait_connected().await;
     browser.type_message("hola desde el móvil\u{E007}").await;
     browser
@@ -127,28 +122,23 @@ async fn the_page_is_readable_on_a_360_px_phone() {
         })
         .await;
     let overflow = browser
-        .client
         .execute(
             "return document.documentElement.scrollWidth - window.innerWidth",
             vec![],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(overflow.as_i64(), Some(0), "horizontal scrolling at 360 px");
     // The label belongs to the field: a screen reader names it «Mensaje».
     let label = browser
-        .client
         .execute(
             "return document.getElementById('mensaje').labels[0].textContent",
             vec![],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(label.as_str(), Some("Mensaje"));
     // The history is a role=log region, named by its heading, and the
     // answers land in it.
     let log = browser
-        .client
         .execute(
             "const log = document.querySelector('[role=log]');
              return [log.contains(document.getElementById('registro')),
@@ -156,11 +146,10 @@ async fn the_page_is_readable_on_a_360_px_phone() {
                      log.textContent.includes('HOLA DESDE EL MÓVIL')]",
             vec![],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(log, serde_json::json!([true, "Registro", true]));
     browser.screenshot("pagina-360.png").await;
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 /// Gzipped size of every file of the page, as the bridge would send it.
@@ -212,7 +201,7 @@ async fn with_its_csp_in_force_the_page_reaches_only_its_bridges() {
     let other = bridge_to(target, &["--allow-origin", page_origin.as_str()]).await;
     let browser = Browser::start(1000, 800).await;
     let url = format!("{}?ws=ws://{}/ws", page_url(bridge.addr), other.addr);
-    browser.client.goto(&url).await.unwrap();
+    browser.goto(&url).await;
     let status = browser.wait_connected().await;
     assert_eq!(status, format!("Conectado a ws://{}/ws", other.addr));
     browser.type_message("Hola\u{E007}").await;
@@ -224,7 +213,6 @@ async fn with_its_csp_in_force_the_page_reaches_only_its_bridges() {
     // Any other address is refused by the page's own policy, before a
     // byte leaves the browser.
     let refused = browser
-        .client
         .execute_async(
             "const done = arguments[arguments.length - 1]; \
              document.addEventListener('securitypolicyviolation', \
@@ -232,8 +220,7 @@ async fn with_its_csp_in_force_the_page_reaches_only_its_bridges() {
              new WebSocket('ws://127.0.0.1:9/ws');",
             vec![],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         refused.as_str(),
         Some("connect-src ws://127.0.0.1:9/ws"),
@@ -247,6 +234,6 @@ async fn with_its_csp_in_force_the_page_reaches_only_its_bridges() {
         .filter(|error| !error.contains("ws://127.0.0.1:9/ws"))
         .collect();
     assert!(others.is_empty(), "errors in the console: {errors:#?}");
-    browser.client.close().await.unwrap();
+    browser.close().await;
     drop(server);
 }

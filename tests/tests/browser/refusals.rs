@@ -26,28 +26,26 @@ async fn the_join_link_leaves_a_cookie_and_the_page_says_hola() {
     let (_server, bridge) = coded_system(&[]).await;
     let browser = Browser::start(1000, 800).await;
     browser
-        .client
         .goto(&format!("http://{}/?clave={CODE}", bridge.addr))
-        .await
-        .unwrap();
+        .await;
     browser.wait_connected().await;
     // Redirected: the code left the address bar.
-    let url = browser.client.current_url().await.unwrap();
-    assert_eq!(url.as_str(), page_url(bridge.addr));
+    let url = browser.current_url().await;
+    assert_eq!(url, page_url(bridge.addr));
     browser.type_message("Hola\u{E007}").await;
     browser
         .wait_text("registro", "HOLA", |t| {
             t.contains("Recibido del servidor: HOLA")
         })
         .await;
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test]
 async fn without_the_code_the_page_asks_for_it_and_does_not_retry_in_a_loop() {
     let (_server, bridge) = coded_system(&[]).await;
     let browser = Browser::start_recording_network(360, 740).await;
-    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser.goto(&page_url(bridge.addr)).await;
     let status = browser.wait_refusal("falta la clave de la demo").await;
     assert!(status.contains("escriba la clave"), "{status}");
     // The form, keyboard only: typed into the focused field, then Enter,
@@ -65,7 +63,7 @@ async fn without_the_code_the_page_asks_for_it_and_does_not_retry_in_a_loop() {
             t.contains("Recibido del servidor: HOLA")
         })
         .await;
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test]
@@ -74,13 +72,11 @@ async fn a_full_bridge_is_named_on_the_page() {
     let _held = websocket_at(&format!("ws://{}/ws?clave={CODE}", bridge.addr)).await;
     let browser = Browser::start(1000, 800).await;
     browser
-        .client
         .goto(&format!("http://{}/?clave={CODE}", bridge.addr))
-        .await
-        .unwrap();
+        .await;
     let status = browser.wait_refusal("el puente está lleno").await;
     assert!(status.contains("nuevo intento en"), "{status}");
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test]
@@ -94,7 +90,7 @@ async fn a_page_from_another_origin_is_told_so_and_waits_for_the_person() {
     let other = bridge_to(target, &[]).await;
     let browser = Browser::start_recording_network(1000, 800).await;
     let url = format!("{}?ws=ws://{}/ws", page_url(bridge.addr), other.addr);
-    browser.client.goto(&url).await.unwrap();
+    browser.goto(&url).await;
     // The sentence comes from the other bridge: the page's policy lets it
     // fetch there, and the refusal is readable across origins.
     let status = browser.wait_refusal("la página no es de este puente").await;
@@ -110,7 +106,7 @@ async fn a_page_from_another_origin_is_told_so_and_waits_for_the_person() {
     assert!(again.contains("pulse Conectar"), "{again}");
     // Since the first count: the person's attempt alone.
     assert_eq!(browser.websockets_created().await, 1);
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test]
@@ -119,12 +115,12 @@ async fn too_many_sessions_from_one_address_are_named_and_retried_later() {
     let bridge = &system.bridge;
     let _held = websocket(bridge.addr).await;
     let browser = Browser::start(1000, 800).await;
-    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser.goto(&page_url(bridge.addr)).await;
     let status = browser
         .wait_refusal("demasiadas sesiones desde esta dirección")
         .await;
     assert!(status.contains("nuevo intento en"), "{status}");
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test]
@@ -132,7 +128,7 @@ async fn a_stopping_bridge_is_named_on_the_page() {
     let system = system_with(&["--drain", "30", "--close-grace", "30"]).await;
     let bridge = &system.bridge;
     let browser = Browser::start(1000, 800).await;
-    browser.client.goto(&page_url(bridge.addr)).await.unwrap();
+    browser.goto(&page_url(bridge.addr)).await;
     browser.wait_connected().await;
     // A session that uppercases once and is then never read again: it
     // answers no Close, so the drain lasts while the page retries.
@@ -145,5 +141,5 @@ async fn a_stopping_bridge_is_named_on_the_page() {
     bridge.signal("TERM");
     let status = browser.wait_refusal("el puente se está deteniendo").await;
     assert!(status.contains("nuevo intento en"), "{status}");
-    browser.client.close().await.unwrap();
+    browser.close().await;
 }

@@ -1,79 +1,64 @@
-//! A headless Chromium under chromedriver for the page's tests (`browser/`,
-//! `acme_browser.rs`, `balancers_tls.rs`), and the system it loads:
-//! servidor in the test's runtime, the real bridge serving the built page.
+//! A headless Chromium, driven through its DevTools protocol, for the
+//! page's tests (`browser/`, `acme_browser.rs`, `balancers_tls.rs`), and the
+//! system it loads: servidor in the test's runtime, the real bridge serving
+//! the built page.
+//!
+//! The tests of one binary share one Chromium: starting one costs about a
+//! second of both cores, more than most of these tests take. Each test has
+//! a page in a browser context of its own, as a new profile would be: no
+//! cookie, storage or cache is shared (cookies ignore ports, and every
+//! bridge here is on 127.0.0.1). A test that needs Chromium started with
+//! other switches gets one of its own ([`Browser::launch_with`]).
 
 #![allow(dead_code)]
 
+mod devtools;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
 
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use base64::Engine as _;
+use serde_json::{json, Value};
 use testkit::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// A headless Chromium under chromedriver, closed when dropped.
+use devtools::{Chromium, PageEvents};
+
+/// The Chromium every test of this binary shares, started by the first
+/// that asks. It is never dropped: it is killed when the process ends.
+fn shared() -> &'static Chromium {
+    static SHARED: OnceLock<Chromium> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        Chromium::start(&[], None).unwrap_or_else(|e| panic!("starting Chromium: {}", e.0))
+    })
+}
+
+/// Whose Chromium a page is in.
+enum Owner {
+    Shared,
+    Own(Chromium),
+}
+
+/// A page of a headless Chromium, in a browser context of its own, closed
+/// when dropped.
 pub struct Browser {
-    pub client: Client,
-    _driver: DriverGroup,
-    _profile: TempDir,
+    owner: Owner,
+    context: String,
+    session: String,
+    events: Arc<watch::Sender<PageEvents>>,
+    /// WebSockets counted by the last [`Browser::websockets_created`].
+    websockets_seen: std::sync::atomic::AtomicUsize,
+    /// Errors returned by the last [`Browser::console_errors`].
+    errors_seen: std::sync::atomic::AtomicUsize,
+    /// Closed by [`Browser::close`]: nothing left for the drop.
+    closed: bool,
 }
 
-/// chromedriver, in a process group of its own with the Chromium it
-/// starts. Chromium is chromedriver's child, not the test's: a test that
-/// panics before `client.close()` would leave it running, so the whole
-/// group goes when this is dropped.
-struct DriverGroup(Child);
-
-impl Drop for DriverGroup {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-pub struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One of ChromeDriver's logs, emptied as it is read: `browser` (the
-/// console, `goog:loggingPrefs` asks for it) or `performance` (DevTools
-/// events). An extension of ChromeDriver's, not W3C WebDriver.
-#[derive(Debug)]
-pub struct GetLog(&'static str);
-
-impl WebDriverCompatibleCommand for GetLog {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/se/log",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        let body = serde_json::json!({ "type": self.0 }).to_string();
-        (http::Method::POST, Some(body))
-    }
-}
-
-/// What a test changes in how Chromium starts.
+/// What a test changes in how Chromium starts: such a test gets a Chromium
+/// of its own.
 #[derive(Debug, Default)]
 pub struct Options {
     /// More switches: a host mapping, accepting a test certificate…
@@ -82,112 +67,213 @@ pub struct Options {
     pub home: Option<PathBuf>,
 }
 
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        // Closing the context closes its page; nothing waits for it.
+        let params = json!({ "browserContextId": self.context });
+        self.chromium()
+            .send_and_forget(None, "Target.disposeBrowserContext", params);
+    }
+}
+
 impl Browser {
+    /// A page `width` × `height` CSS pixels wide, in the shared Chromium.
     pub async fn start(width: u32, height: u32) -> Browser {
-        Browser::launch(width, height, false).await
+        // The first start blocks: not on the test's runtime.
+        tokio::task::spawn_blocking(|| {
+            shared();
+        })
+        .await
+        .expect("starting Chromium");
+        Browser::open(Owner::Shared, width, height).await
     }
 
-    /// A browser that also records the page's network events, for
-    /// [`Browser::websockets_created`].
+    /// The same as [`Browser::start`]: every page counts the WebSockets it
+    /// creates (kept for the tests that say they look at them).
     pub async fn start_recording_network(width: u32, height: u32) -> Browser {
-        Browser::launch(width, height, true).await
+        Browser::start(width, height).await
     }
 
-    pub async fn launch(width: u32, height: u32, network: bool) -> Browser {
-        Browser::launch_with(width, height, network, Options::default()).await
+    /// A page in a Chromium of its own, started with `options`.
+    pub async fn launch_with(width: u32, height: u32, options: Options) -> Browser {
+        let chromium =
+            tokio::task::spawn_blocking(move || Chromium::start(&options.extra_args, options.home))
+                .await
+                .expect("starting Chromium")
+                .unwrap_or_else(|e| panic!("starting Chromium: {}", e.0));
+        Browser::open(Owner::Own(chromium), width, height).await
     }
 
-    /// A browser started with `options` (see [`Options`]).
-    pub async fn launch_with(width: u32, height: u32, network: bool, options: Options) -> Browser {
-        // ChromeDriver started with --port=0 was seen once (beside another
-        // test starting one) to end its output before it said its port; why
-        // is unknown. A new start is tried, twice at most, and each failure
-        // is shown with what ChromeDriver said and how it ended.
-        let mut failures = Vec::new();
-        let (driver, port) = loop {
-            let mut driver = Command::new("chromedriver");
-            driver
-                .arg("--port=0")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                // Its own group, with the Chromium it starts: see `DriverGroup`.
-                .process_group(0)
-                .kill_on_drop(true);
-            if let Some(home) = &options.home {
-                driver.env("HOME", home);
-            }
-            let mut driver = driver
-                .spawn()
-                .expect("chromedriver: run scripts/setup --browser first");
-            match driver_port(&mut driver).await {
-                Ok(port) => break (driver, port),
-                Err(output) if failures.len() < 2 => {
-                    eprintln!("chromedriver did not start, once more: {output}");
-                    failures.push(output);
-                }
-                Err(output) => {
-                    failures.push(output);
-                    panic!("chromedriver never said its port: {failures:#?}");
-                }
-            }
+    async fn open(owner: Owner, width: u32, height: u32) -> Browser {
+        let chromium = match &owner {
+            Owner::Shared => shared(),
+            Owner::Own(chromium) => chromium,
         };
-        let profile =
-            TempDir(std::env::temp_dir().join(format!("chromium-{}-{port}", std::process::id())));
-        let mut args: Vec<String> = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.push(format!("--user-data-dir={}", profile.0.display()));
-        args.push(format!("--window-size={width},{height}"));
-        args.extend(options.extra_args);
-        let capabilities = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": args,
-            },
-            "goog:loggingPrefs": {
-                "browser": "ALL",
-                "performance": if network { "ALL" } else { "OFF" },
-            }
+        let call = |method, params| async move {
+            within(PATIENCE, method, chromium.call(None, method, params))
+                .await
+                .unwrap_or_else(|e| panic!("{method}: {e}"))
+        };
+        let context = call(
+            "Target.createBrowserContext",
+            json!({ "disposeOnDetach": true }),
+        )
+        .await["browserContextId"]
+            .as_str()
+            .expect("a context id")
+            .to_owned();
+        let target = call(
+            "Target.createTarget",
+            json!({ "url": "about:blank", "browserContextId": context }),
+        )
+        .await["targetId"]
+            .as_str()
+            .expect("a target id")
+            .to_owned();
+        let session = call(
+            "Target.attachToTarget",
+            json!({ "targetId": target, "flatten": true }),
+        )
+        .await["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_owned();
+        let events = Arc::new(watch::Sender::new(PageEvents::default()));
+        chromium.follow(&session, events.clone()).await;
+        let browser = Browser {
+            owner,
+            context,
+            session,
+            events,
+            websockets_seen: Default::default(),
+            errors_seen: Default::default(),
+            closed: false,
+        };
+        for domain in [
+            "Page.enable",
+            "Runtime.enable",
+            "Log.enable",
+            "Network.enable",
+        ] {
+            browser.call(domain, json!({})).await;
+        }
+        let size = json!({
+            "width": width,
+            "height": height,
+            "deviceScaleFactor": 1,
+            "mobile": false,
         });
-        let capabilities = match capabilities {
-            serde_json::Value::Object(map) => map,
-            _ => unreachable!(),
-        };
-        // ChromeDriver listens once it has said so: one attempt.
-        let url = format!("http://127.0.0.1:{port}");
-        let client = within(
+        browser
+            .call("Emulation.setDeviceMetricsOverride", size)
+            .await;
+        browser
+    }
+
+    fn chromium(&self) -> &Chromium {
+        match &self.owner {
+            Owner::Shared => shared(),
+            Owner::Own(chromium) => chromium,
+        }
+    }
+
+    /// Sends `method` to this page, within [`PATIENCE`]: its result, or
+    /// the error DevTools gave.
+    async fn try_call(&self, method: &'static str, params: Value) -> Result<Value, String> {
+        let calling = self.chromium().call(Some(&self.session), method, params);
+        within(PATIENCE, method, calling).await
+    }
+
+    /// Sends `method` to this page; its result.
+    async fn call(&self, method: &'static str, params: Value) -> Value {
+        self.try_call(method, params)
+            .await
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Loads `url` and waits for its `load` event (after any redirect).
+    pub async fn goto(&self, url: &str) {
+        let loads = self.events.borrow().loads;
+        let navigated = self.call("Page.navigate", json!({ "url": url })).await;
+        if let Some(error) = navigated["errorText"].as_str() {
+            panic!("loading {url}: {error}");
+        }
+        self.wait_load_after(loads, url).await;
+    }
+
+    /// Waits until a document loads after the `loads`-th.
+    async fn wait_load_after(&self, loads: u64, what: &str) {
+        let mut events = self.events.subscribe();
+        within(
             PATIENCE,
-            "chromedriver and chromium",
-            ClientBuilder::new(HttpConnector::new())
-                .capabilities(capabilities)
-                .connect(&url),
+            &format!("the load of {what}"),
+            events.wait_for(|events| events.loads > loads),
         )
         .await
-        .unwrap_or_else(|e| panic!("a session of chromedriver on port {port}: {e}"));
-        Browser {
-            client,
-            _driver: DriverGroup(driver),
-            _profile: profile,
+        .expect("the page's events are held by the page");
+    }
+
+    /// The address of the page shown.
+    pub async fn current_url(&self) -> String {
+        let url = self.execute("return location.href", vec![]).await;
+        url.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Evaluates `expression` in the page, awaiting a promise; its value,
+    /// or the exception it threw.
+    async fn evaluate(&self, expression: String) -> Result<Value, String> {
+        let params = json!({
+            "expression": expression,
+            "awaitPromise": true,
+            "returnByValue": true,
+        });
+        let answer = self.try_call("Runtime.evaluate", params).await?;
+        if let Some(details) = answer.get("exceptionDetails") {
+            let text = details["exception"]["description"]
+                .as_str()
+                .or(details["text"].as_str())
+                .unwrap_or_default();
+            return Err(format!("the script threw: {text}"));
         }
+        Ok(answer["result"]["value"].clone())
+    }
+
+    /// Runs `body` as a function called with `args` (its `arguments`), as
+    /// WebDriver's Execute Script does; its return value.
+    pub async fn execute(&self, body: &str, args: Vec<Value>) -> Value {
+        let expression = format!(
+            "(function() {{ {body} }}).apply(null, {})",
+            Value::from(args)
+        );
+        self.evaluate(expression)
+            .await
+            .unwrap_or_else(|e| panic!("{body}: {e}"))
+    }
+
+    /// Runs `body` as a function called with `args` and then a callback,
+    /// as WebDriver's Execute Async Script does; the value it is called
+    /// with, or why it never was (the page went away, or the script threw).
+    pub async fn try_execute_async(&self, body: &str, args: Vec<Value>) -> Result<Value, String> {
+        let expression = format!(
+            "new Promise((done) => {{ (function() {{ {body} }}).apply(null, [...{}, done]); }})",
+            Value::from(args)
+        );
+        self.evaluate(expression).await
+    }
+
+    /// [`Browser::try_execute_async`], which must succeed.
+    pub async fn execute_async(&self, body: &str, args: Vec<Value>) -> Value {
+        self.try_execute_async(body, args)
+            .await
+            .unwrap_or_else(|e| panic!("{body}: {e}"))
     }
 
     /// The element's rendered text (`innerText`, trimmed).
     pub async fn text_of(&self, id: &str) -> String {
         let script = "return document.getElementById(arguments[0]).innerText.trim()";
-        let text = self
-            .client
-            .execute(script, vec![id.into()])
-            .await
-            .unwrap_or_else(|e| panic!("the text of #{id}: {e}"));
+        let text = self.execute(script, vec![id.into()]).await;
         text.as_str().unwrap_or_default().to_owned()
     }
 
@@ -205,10 +291,8 @@ impl Browser {
             else { observer.observe(element, { childList: true, subtree: true, characterData: true }); }
         ";
         let text = self
-            .client
             .execute_async(SCRIPT, vec![id.into(), seen.into()])
-            .await
-            .unwrap_or_else(|e| panic!("a change of #{id}: {e}"));
+            .await;
         text.as_str().unwrap_or_default().to_owned()
     }
 
@@ -243,58 +327,86 @@ impl Browser {
             .await
     }
 
+    /// Types `keys` into the field #`id`, as a person would: the field
+    /// focused, the text entered, and `\u{E007}` (WebDriver's Enter)
+    /// pressed as a key, which submits the field's form.
+    pub async fn type_into(&self, id: &str, keys: &str) {
+        let script = "const field = document.getElementById(arguments[0]);
+                      field.focus();
+                      field.setSelectionRange(field.value.length, field.value.length);";
+        self.execute(script, vec![id.into()]).await;
+        for (index, part) in keys.split('\u{E007}').enumerate() {
+            if index > 0 {
+                self.press_enter().await;
+            }
+            if !part.is_empty() {
+                self.call("Input.insertText", json!({ "text": part })).await;
+            }
+        }
+    }
+
+    async fn press_enter(&self) {
+        for kind in ["keyDown", "keyUp"] {
+            let mut key = json!({
+                "type": kind,
+                "key": "Enter",
+                "code": "Enter",
+                "windowsVirtualKeyCode": 13,
+                "nativeVirtualKeyCode": 13,
+            });
+            if kind == "keyDown" {
+                key["text"] = "\r".into();
+                key["unmodifiedText"] = "\r".into();
+            }
+            self.call("Input.dispatchKeyEvent", key).await;
+        }
+    }
+
     pub async fn type_message(&self, text: &str) {
-        let input = self.client.find(Locator::Id("mensaje")).await.unwrap();
-        input.send_keys(text).await.unwrap();
+        self.type_into("mensaje", text).await;
+    }
+
+    /// The value of the field #`id`.
+    pub async fn field_value(&self, id: &str) -> String {
+        let script = "return document.getElementById(arguments[0]).value";
+        let value = self.execute(script, vec![id.into()]).await;
+        value.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Empties the field #`id`.
+    pub async fn clear(&self, id: &str) {
+        let script = "document.getElementById(arguments[0]).value = ''";
+        self.execute(script, vec![id.into()]).await;
     }
 
     /// Types `keys` into #`id`, ending with Enter, which submits its form
     /// as a navigation, and returns once the page that navigation loads is
-    /// the one in the window.
-    ///
-    /// The keys return before the navigation begins: a script run just
-    /// after them can still find the old page, and one that waits there
-    /// (a `MutationObserver`) dies with it, reported as an error. So the
-    /// old page is marked first, and the test waits until a page without
-    /// the mark answers; ChromeDriver runs each script once a navigation
-    /// already under way has finished loading.
+    /// there.
     pub async fn submit_with_enter(&self, id: &str, keys: &str) {
         assert!(keys.ends_with('\u{E007}'), "{keys:?} does not end in Enter");
-        self.client
-            .execute("window.paginaAnterior = true", vec![])
-            .await
-            .unwrap_or_else(|e| panic!("marking the page before the form is sent: {e}"));
-        let field = self.client.find(Locator::Id(id)).await.unwrap();
-        field.send_keys(keys).await.unwrap();
-        const SCRIPT: &str = "
-            const done = arguments[0];
-            if (!window.paginaAnterior) { done('nueva'); }
-            else { addEventListener('pagehide', () => done('saliendo'), { once: true }); }
-        ";
-        let mut seen = Vec::new();
-        within(PATIENCE, "the page the form loads", async {
-            // The old page, leaving or killed on the way, then the new one:
-            // a few looks at most.
-            while seen.len() < 5 {
-                match self.client.execute_async(SCRIPT, vec![]).await {
-                    Ok(answer) if answer == "nueva" => return,
-                    Ok(answer) => seen.push(answer.to_string()),
-                    Err(e) => seen.push(e.to_string()),
-                }
-            }
-            panic!("the form's page never came; seen: {seen:#?}");
-        })
-        .await;
+        let loads = self.events.borrow().loads;
+        self.type_into(id, keys).await;
+        self.wait_load_after(loads, "the page the form loads").await;
     }
 
+    /// Clicks the middle of #`id` with the mouse, as a person would.
     pub async fn click(&self, id: &str) {
-        self.client
-            .find(Locator::Id(id))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        let script = "const element = document.getElementById(arguments[0]);
+                      element.scrollIntoView({ block: 'center' });
+                      const box = element.getBoundingClientRect();
+                      return [box.left + box.width / 2, box.top + box.height / 2];";
+        let middle = self.execute(script, vec![id.into()]).await;
+        let (x, y) = (middle[0].as_f64().unwrap(), middle[1].as_f64().unwrap());
+        for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
+            let mouse = json!({
+                "type": kind,
+                "x": x,
+                "y": y,
+                "button": if kind == "mouseMoved" { "none" } else { "left" },
+                "clickCount": if kind == "mouseMoved" { 0 } else { 1 },
+            });
+            self.call("Input.dispatchMouseEvent", mouse).await;
+        }
     }
 
     /// Clicks `button` in the page with an observer already on `id`, and
@@ -311,55 +423,43 @@ impl Browser {
             observer.observe(element, { childList: true, subtree: true, characterData: true });
             document.getElementById(button).click();
         ";
-        let changing = self
-            .client
-            .execute_async(SCRIPT, vec![button.into(), id.into()]);
-        let text = within(PATIENCE, "a change after the click", changing)
-            .await
-            .unwrap_or_else(|e| panic!("#{id} after a click on #{button}: {e}"));
+        let text = self
+            .execute_async(SCRIPT, vec![button.into(), id.into()])
+            .await;
         text.as_str().unwrap_or_default().to_owned()
-    }
-
-    /// Reads (and so empties) ChromeDriver's `kind` log.
-    pub async fn log(&self, kind: &'static str) -> Vec<serde_json::Value> {
-        let entries = within(
-            PATIENCE,
-            "ChromeDriver's log",
-            self.client.issue_cmd(GetLog(kind)),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("ChromeDriver's {kind} log: {e}"));
-        match entries {
-            serde_json::Value::Array(entries) => entries,
-            other => panic!("ChromeDriver's {kind} log is not a list: {other}"),
-        }
     }
 
     /// The console's errors since the last call (a failed load counts).
     pub async fn console_errors(&self) -> Vec<String> {
-        self.log("browser")
-            .await
-            .into_iter()
-            .filter(|entry| entry["level"] == "SEVERE")
-            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
-            .collect()
+        use std::sync::atomic::Ordering;
+        let events = self.events.borrow();
+        assert_eq!(
+            events.errors_dropped,
+            0,
+            "errors past {}",
+            events.errors.len()
+        );
+        let seen = self
+            .errors_seen
+            .swap(events.errors.len(), Ordering::Relaxed);
+        events.errors[seen..].to_vec()
     }
 
-    /// WebSockets the page created since the last call (a browser from
-    /// [`Browser::start_recording_network`]): what the page did, whatever
-    /// the bridge logs.
+    /// WebSockets the page created since the last call: what the page did,
+    /// whatever the bridge logs.
     pub async fn websockets_created(&self) -> usize {
-        self.log("performance")
-            .await
-            .iter()
-            .filter_map(|entry| entry["message"].as_str())
-            .filter_map(|message| serde_json::from_str::<serde_json::Value>(message).ok())
-            .filter(|message| message["message"]["method"] == "Network.webSocketCreated")
-            .count()
+        use std::sync::atomic::Ordering;
+        let created = self.events.borrow().websockets;
+        created - self.websockets_seen.swap(created, Ordering::Relaxed)
     }
 
     pub async fn screenshot(&self, name: &str) -> PathBuf {
-        let png = self.client.screenshot().await.unwrap();
+        let shot = self
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .expect("a screenshot in base64");
         let folder = repository().join("target/screenshots");
         std::fs::create_dir_all(&folder).unwrap();
         let path = folder.join(name);
@@ -367,36 +467,17 @@ impl Browser {
         eprintln!("screenshot: {}", path.display());
         path
     }
-}
 
-/// The port ChromeDriver says it listens on, from its line `ChromeDriver
-/// was started successfully on port N.`; else what it said and how it
-/// ended.
-pub async fn driver_port(driver: &mut Child) -> Result<u16, String> {
-    let stdout = driver.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut said = Vec::new();
-    let port = within(PATIENCE, "chromedriver's port", async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                return rest.trim_end_matches('.').parse().ok();
-            }
-            said.push(line);
-        }
-        None
-    })
-    .await;
-    match port {
-        Some(port) => {
-            // The rest of its output is not needed; it must not fill the pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            Ok(port)
-        }
-        None => {
-            let _ = driver.start_kill();
-            let status = within(PATIENCE, "chromedriver's end", driver.wait()).await;
-            Err(format!("{status:?}; it said {said:?}"))
-        }
+    /// Closes the page and its context.
+    pub async fn close(mut self) {
+        let params = json!({ "browserContextId": self.context });
+        let closing = self
+            .chromium()
+            .call(None, "Target.disposeBrowserContext", params);
+        within(PATIENCE, "closing the page", closing)
+            .await
+            .unwrap_or_else(|e| panic!("closing the page: {e}"));
+        self.closed = true;
     }
 }
 
