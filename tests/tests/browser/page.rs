@@ -227,8 +227,14 @@ async fn with_its_csp_in_force_the_page_reaches_only_its_bridges() {
         "{refused:?}"
     );
     // The refusal above is the only complaint: nothing the page itself
-    // does breaks its policy.
+    // does breaks its policy. (That it is seen shows the console is read.)
     let errors = browser.console_errors().await;
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.contains("ws://127.0.0.1:9/ws")),
+        "the refusal is not among the console's errors: {errors:#?}"
+    );
     let others: Vec<&String> = errors
         .iter()
         .filter(|error| !error.contains("ws://127.0.0.1:9/ws"))
