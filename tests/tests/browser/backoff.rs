@@ -41,7 +41,7 @@ async fn with_servidor_down_the_page_backs_off_then_returns_within_the_announced
     let dist = built_page();
     let held = HeldPort::new();
     let bridge = bridge_to(held.addr(), &["--web", dist.to_str().unwrap()]).await;
-    let browser = Browser::start_recording_network(1000, 800).await;
+    let browser = Browser::start(1000, 800).await;
     browser.goto(&page_url(bridge.addr)).await;
 
     // Each status the page shows, until it announces a grown pause.

@@ -44,7 +44,7 @@ async fn the_join_link_leaves_a_cookie_and_the_page_says_hola() {
 #[tokio::test]
 async fn without_the_code_the_page_asks_for_it_and_does_not_retry_in_a_loop() {
     let (_server, bridge) = coded_system(&[]).await;
-    let browser = Browser::start_recording_network(360, 740).await;
+    let browser = Browser::start(360, 740).await;
     browser.goto(&page_url(bridge.addr)).await;
     let status = browser.wait_refusal("falta la clave de la demo").await;
     assert!(status.contains("escriba la clave"), "{status}");
@@ -88,7 +88,7 @@ async fn a_page_from_another_origin_is_told_so_and_waits_for_the_person() {
     } = system_with(&[]).await;
     // A bridge that admits only its own pages (no --allow-origin).
     let other = bridge_to(target, &[]).await;
-    let browser = Browser::start_recording_network(1000, 800).await;
+    let browser = Browser::start(1000, 800).await;
     let url = format!("{}?ws=ws://{}/ws", page_url(bridge.addr), other.addr);
     browser.goto(&url).await;
     // The sentence comes from the other bridge: the page's policy lets it

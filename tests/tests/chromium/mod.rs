@@ -3,8 +3,8 @@
 //! system it loads: servidor in the test's runtime, the real bridge serving
 //! the built page.
 //!
-//! The tests of one binary share one Chromium: starting one costs about a
-//! second of both cores, more than most of these tests take. Each test has
+//! The tests of one binary share one Chromium: a start took 0.4–0.7 s here,
+//! beside tests whose own work takes about as long. Each test has
 //! a page in a browser context of its own, as a new profile would be: no
 //! cookie, storage or cache is shared (cookies ignore ports, and every
 //! bridge here is on 127.0.0.1). A test that needs Chromium started with
@@ -89,12 +89,6 @@ impl Browser {
         .await
         .expect("starting Chromium");
         Browser::open(Owner::Shared, width, height).await
-    }
-
-    /// The same as [`Browser::start`]: every page counts the WebSockets it
-    /// creates (kept for the tests that say they look at them).
-    pub async fn start_recording_network(width: u32, height: u32) -> Browser {
-        Browser::start(width, height).await
     }
 
     /// A page in a Chromium of its own, started with `options`.
