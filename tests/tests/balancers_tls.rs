@@ -267,7 +267,7 @@ async fn round_trip(ws: &mut Wss, text: &str) -> Result<String, String> {
 /// The page from `https://demo.example:PORT/` through the balancer gets
 /// HOLA over wss://; a foreign page's upgrade gets 403 there.
 async fn the_page_says_hola_over_wss_through(kind: Kind) {
-    let system = system(kind).await;
+    let mut system = system(kind).await;
     // Accepts the test's certificate and finds [`NAME`] at 127.0.0.1.
     let browser = Browser::launch_with(
         1000,
@@ -295,9 +295,6 @@ async fn the_page_says_hola_over_wss_through(kind: Kind) {
         })
         .await;
     browser.close().await;
-    // Through the balancer, from the browser at 127.0.0.1.
-    let logs: String = system.bridges.iter().map(Running::log).collect();
-    assert!(logs.contains("sesión abierta desde 127.0.0.1"), "{logs}");
 
     for foreign in [
         "https://evil.example",
@@ -310,7 +307,15 @@ async fn the_page_says_hola_over_wss_through(kind: Kind) {
             Ok(_) => panic!("{foreign}: a foreign page was let in"),
         }
     }
+    // Read whole, once the bridges have stopped: no line still in a pipe.
+    for bridge in &mut system.bridges {
+        let _ = bridge.child.start_kill();
+        bridge.wait_exit(PATIENCE).await;
+        bridge.wait_output_end().await;
+    }
     let logs: String = system.bridges.iter().map(Running::log).collect();
+    // Through the balancer, from the browser at 127.0.0.1.
+    assert!(logs.contains("sesión abierta desde 127.0.0.1"), "{logs}");
     assert!(
         logs.contains("origen rechazado: https://evil.example"),
         "{logs}"
