@@ -46,6 +46,8 @@ async fn sigterm_closes_sessions_with_1001_and_exits_0_within_the_drain() {
         "{:?}",
         started.elapsed()
     );
+    // Every line it printed, none still in the pipe.
+    bridge.wait_output_end().await;
     let log = bridge.log();
     assert!(
         log.contains("el puente cierra las sesiones con 1001 y se detiene"),

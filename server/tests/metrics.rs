@@ -252,6 +252,9 @@ async fn the_binary_serves_its_metrics_with_the_flag_only() {
     let plain = Running::start(env!("CARGO_BIN_EXE_servidor"), &["--port", "0"], &[]).await;
     let mut client = TcpStream::connect(plain.addr).await.unwrap();
     assert_eq!(round_trip(&mut client, b"hola\n").await, b"HOLA\n");
+    // The announcements come before the first client's lines: once the
+    // answer is logged, a metrics announcement would be in the log.
+    plain.wait_for_log("enviando: HOLA").await;
     assert!(!plain.log().contains("Métricas"), "{}", plain.log());
 }
 
