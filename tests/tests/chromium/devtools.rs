@@ -31,6 +31,12 @@ const QUEUE: usize = 64;
 pub struct PageEvents {
     /// `load` events of its documents, ever.
     pub loads: u64,
+    /// The loader of the main frame's document now (`Page.frameNavigated`).
+    pub loader: Option<String>,
+    /// The loader of the last document whose `load` event came.
+    pub loaded: Option<String>,
+    /// Chromium's connection has ended: nothing more will come.
+    pub gone: bool,
     /// Console errors, uncaught exceptions and the browser's own errors
     /// (a refused load, a policy violation), in order.
     pub errors: Vec<String>,
@@ -91,8 +97,10 @@ impl Chromium {
             .name("chromium".into())
             .spawn(move || run(extra_args, home, ready))
             .map_err(|e| StartError(format!("a thread for Chromium: {e}")))?;
+        // The thread answers within its own deadlines: one for Chromium to
+        // say where DevTools listens, one to connect there.
         started
-            .recv_timeout(testkit::PATIENCE)
+            .recv_timeout(2 * testkit::PATIENCE + std::time::Duration::from_secs(5))
             .map_err(|e| StartError(format!("Chromium did not start: {e}")))?
     }
 
@@ -234,38 +242,66 @@ fn run(
     // Chromium says where DevTools listens on stderr; the rest of what it
     // says is read and dropped, so that the pipe never fills.
     let stderr = BufReader::new(child.stderr.take().expect("piped"));
-    let mut lines = stderr.lines();
-    let mut said = Vec::new();
-    let address = loop {
-        match lines.next() {
-            Some(Ok(line)) => match line.split_once("DevTools listening on ") {
-                Some((_, address)) => break Some(address.trim().to_owned()),
-                None => said.push(line),
-            },
-            _ => break None,
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (told, address) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let mut lines = stderr.lines();
+        let mut said = Vec::new();
+        let address = loop {
+            match lines.next() {
+                Some(Ok(line)) => match line.split_once("DevTools listening on ") {
+                    Some((_, address)) => break Ok(address.trim().to_owned()),
+                    None => {
+                        // The last lines are enough to say what went wrong.
+                        if said.len() == 40 {
+                            said.remove(0);
+                        }
+                        said.push(line);
+                    }
+                },
+                _ => break Err(said),
+            }
+        };
+        let _ = told.send(address);
+        for _ in lines {}
+    });
     let chromium = |orders| Chromium {
         orders,
         pid,
         profile: profile.clone(),
     };
-    let Some(address) = address else {
-        let (orders, _) = mpsc::channel(1);
-        drop(chromium(orders));
-        let _ = ready.send(Err(StartError(format!(
-            "Chromium ended before it said where DevTools listens: {said:#?}"
-        ))));
-        return;
+    let address = match address.recv_timeout(testkit::PATIENCE) {
+        Ok(Ok(address)) => address,
+        failed => {
+            // Killed with its group by the drop, if it still runs.
+            let (orders, _) = mpsc::channel(1);
+            drop(chromium(orders));
+            let why = match failed {
+                Ok(Err(said)) => format!("it ended first, having said {said:#?}"),
+                _ => format!("not within {:?}", testkit::PATIENCE),
+            };
+            let _ = ready.send(Err(StartError(format!(
+                "Chromium never said where DevTools listens: {why}"
+            ))));
+            return;
+        }
     };
     runtime.block_on(async move {
-        let socket = match tokio_tungstenite::connect_async(address.as_str()).await {
-            Ok((socket, _)) => socket,
-            Err(e) => {
+        let connecting = tokio_tungstenite::connect_async(address.as_str());
+        let socket = match tokio::time::timeout(testkit::PATIENCE, connecting).await {
+            Ok(Ok((socket, _))) => socket,
+            Ok(Err(e)) => {
                 let (orders, _) = mpsc::channel(1);
                 drop(chromium(orders));
                 let _ = ready.send(Err(StartError(format!("DevTools at {address}: {e}"))));
+                return;
+            }
+            Err(_) => {
+                let (orders, _) = mpsc::channel(1);
+                drop(chromium(orders));
+                let _ = ready.send(Err(StartError(format!(
+                    "DevTools at {address}: no connection within {:?}",
+                    testkit::PATIENCE
+                ))));
                 return;
             }
         };
@@ -299,21 +335,23 @@ where
                     }
                     if socket.send(Message::text(command.to_string())).await.is_err() {
                         let _ = reply.send(Err("Chromium's connection has ended".into()));
-                        return;
+                        break;
                     }
+                    // Calls whose caller gave up (a timeout) wait no more.
+                    waiting.retain(|_, reply| !reply.is_closed());
                     waiting.insert(next_id, reply);
                 }
                 Some(Order::Follow { session, events }) => {
                     pages.insert(session, events);
                 }
                 // Every Chromium handle is gone.
-                None => return,
+                None => break,
             },
             message = socket.next() => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return,
+                    Some(Err(_)) | None => break,
                 };
                 let Ok(message) = serde_json::from_str::<Value>(&text) else {
                     continue;
@@ -326,11 +364,20 @@ where
                         };
                         let _ = reply.send(result);
                     }
+                } else if message["method"] == "Target.detachedFromTarget" {
+                    // A closed page: its events are over.
+                    if let Some(session) = message["params"]["sessionId"].as_str() {
+                        pages.remove(session);
+                    }
                 } else if let Some(page) = message["sessionId"].as_str().and_then(|s| pages.get(s)) {
                     page.send_modify(|events| record(events, &message));
                 }
             }
         }
+    }
+    // Whoever waits on a page hears that nothing more will come.
+    for page in pages.values() {
+        page.send_modify(|events| events.gone = true);
     }
 }
 
@@ -338,15 +385,22 @@ where
 fn record(events: &mut PageEvents, message: &Value) {
     let params = &message["params"];
     let error = match message["method"].as_str().unwrap_or_default() {
+        // The main frame's new document (a frame of its own has a parent).
+        "Page.frameNavigated" if params["frame"]["parentId"].is_null() => {
+            events.loader = params["frame"]["loaderId"].as_str().map(str::to_owned);
+            None
+        }
         "Page.loadEventFired" => {
             events.loads += 1;
+            events.loaded = events.loader.clone();
             None
         }
         "Network.webSocketCreated" => {
             events.websockets += 1;
             None
         }
-        "Runtime.consoleAPICalled" if params["type"] == "error" => {
+        // What ChromeDriver's browser log calls SEVERE.
+        "Runtime.consoleAPICalled" if params["type"] == "error" || params["type"] == "assert" => {
             let words: Vec<String> = params["args"]
                 .as_array()
                 .map(Vec::as_slice)
@@ -358,7 +412,8 @@ fn record(events: &mut PageEvents, message: &Value) {
                     other => other.to_string(),
                 })
                 .collect();
-            Some(format!("console.error: {}", words.join(" ")))
+            let kind = params["type"].as_str().unwrap_or_default();
+            Some(format!("console.{kind}: {}", words.join(" ")))
         }
         "Runtime.exceptionThrown" => {
             let details = &params["exceptionDetails"];

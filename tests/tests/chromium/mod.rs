@@ -28,12 +28,19 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use devtools::{Chromium, PageEvents};
 
 /// The Chromium every test of this binary shares, started by the first
-/// that asks. It is never dropped: it is killed when the process ends.
-fn shared() -> &'static Chromium {
-    static SHARED: OnceLock<Chromium> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        Chromium::start(&[], None).unwrap_or_else(|e| panic!("starting Chromium: {}", e.0))
-    })
+/// that asks (a failed start is kept: the next tests fail at once). It is
+/// never dropped: it is killed when the process ends.
+fn shared() -> Result<&'static Chromium, &'static str> {
+    static SHARED: OnceLock<Result<Chromium, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| Chromium::start(&[], None).map_err(|e| e.0))
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+/// The shared Chromium, once started.
+fn started() -> &'static Chromium {
+    shared().expect("a page of the shared Chromium exists, so it started")
 }
 
 /// Whose Chromium a page is in.
@@ -83,27 +90,28 @@ impl Browser {
     /// A page `width` × `height` CSS pixels wide, in the shared Chromium.
     pub async fn start(width: u32, height: u32) -> Browser {
         // The first start blocks: not on the test's runtime.
-        tokio::task::spawn_blocking(|| {
-            shared();
-        })
-        .await
-        .expect("starting Chromium");
+        let starting = tokio::task::spawn_blocking(|| shared().map(|_| ()));
+        within(3 * PATIENCE, "Chromium's start", starting)
+            .await
+            .expect("starting Chromium")
+            .unwrap_or_else(|e| panic!("starting Chromium: {e}"));
         Browser::open(Owner::Shared, width, height).await
     }
 
     /// A page in a Chromium of its own, started with `options`.
     pub async fn launch_with(width: u32, height: u32, options: Options) -> Browser {
-        let chromium =
-            tokio::task::spawn_blocking(move || Chromium::start(&options.extra_args, options.home))
-                .await
-                .expect("starting Chromium")
-                .unwrap_or_else(|e| panic!("starting Chromium: {}", e.0));
+        let starting =
+            tokio::task::spawn_blocking(move || Chromium::start(&options.extra_args, options.home));
+        let chromium = within(3 * PATIENCE, "Chromium's start", starting)
+            .await
+            .expect("starting Chromium")
+            .unwrap_or_else(|e| panic!("starting Chromium: {}", e.0));
         Browser::open(Owner::Own(chromium), width, height).await
     }
 
     async fn open(owner: Owner, width: u32, height: u32) -> Browser {
         let chromium = match &owner {
-            Owner::Shared => shared(),
+            Owner::Shared => started(),
             Owner::Own(chromium) => chromium,
         };
         let call = |method, params| async move {
@@ -136,7 +144,8 @@ impl Browser {
             .expect("a session id")
             .to_owned();
         let events = Arc::new(watch::Sender::new(PageEvents::default()));
-        chromium.follow(&session, events.clone()).await;
+        let following = chromium.follow(&session, events.clone());
+        within(PATIENCE, "following the page", following).await;
         let browser = Browser {
             owner,
             context,
@@ -168,7 +177,7 @@ impl Browser {
 
     fn chromium(&self) -> &Chromium {
         match &self.owner {
-            Owner::Shared => shared(),
+            Owner::Shared => started(),
             Owner::Own(chromium) => chromium,
         }
     }
@@ -187,26 +196,35 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{method}: {e}"))
     }
 
-    /// Loads `url` and waits for its `load` event (after any redirect).
+    /// Loads `url` and waits for the `load` event of the document it
+    /// makes (after any redirect): not of one loading before it, such as
+    /// the page's first `about:blank`.
     pub async fn goto(&self, url: &str) {
-        let loads = self.events.borrow().loads;
         let navigated = self.call("Page.navigate", json!({ "url": url })).await;
         if let Some(error) = navigated["errorText"].as_str() {
             panic!("loading {url}: {error}");
         }
-        self.wait_load_after(loads, url).await;
+        // Without a loader, the navigation stayed in the same document.
+        let Some(loader) = navigated["loaderId"].as_str() else {
+            return;
+        };
+        self.wait_load(url, |events| events.loaded.as_deref() == Some(loader))
+            .await;
     }
 
-    /// Waits until a document loads after the `loads`-th.
-    async fn wait_load_after(&self, loads: u64, what: &str) {
+    /// Waits until the page's events satisfy `loaded`, naming `what` loads
+    /// if they never do.
+    async fn wait_load(&self, what: &str, loaded: impl Fn(&PageEvents) -> bool) {
         let mut events = self.events.subscribe();
-        within(
+        let gone = within(
             PATIENCE,
             &format!("the load of {what}"),
-            events.wait_for(|events| events.loads > loads),
+            events.wait_for(|events| events.gone || loaded(events)),
         )
         .await
-        .expect("the page's events are held by the page");
+        .expect("the page's events are held by the page")
+        .gone;
+        assert!(!gone, "Chromium went away before {what} loaded");
     }
 
     /// The address of the page shown.
@@ -238,7 +256,9 @@ impl Browser {
     /// WebDriver's Execute Script does; its return value.
     pub async fn execute(&self, body: &str, args: Vec<Value>) -> Value {
         let expression = format!(
-            "(function() {{ {body} }}).apply(null, {})",
+            // On lines of their own: a `//` comment ending the body must
+            // not swallow what closes it.
+            "(function() {{\n{body}\n}}).apply(null, {})",
             Value::from(args)
         );
         self.evaluate(expression)
@@ -251,7 +271,7 @@ impl Browser {
     /// with, or why it never was (the page went away, or the script threw).
     pub async fn try_execute_async(&self, body: &str, args: Vec<Value>) -> Result<Value, String> {
         let expression = format!(
-            "new Promise((done) => {{ (function() {{ {body} }}).apply(null, [...{}, done]); }})",
+            "new Promise((done) => {{ (function() {{\n{body}\n}}).apply(null, [...{}, done]); }})",
             Value::from(args)
         );
         self.evaluate(expression).await
@@ -380,7 +400,8 @@ impl Browser {
         assert!(keys.ends_with('\u{E007}'), "{keys:?} does not end in Enter");
         let loads = self.events.borrow().loads;
         self.type_into(id, keys).await;
-        self.wait_load_after(loads, "the page the form loads").await;
+        self.wait_load("the page the form loads", |events| events.loads > loads)
+            .await;
     }
 
     /// Clicks the middle of #`id` with the mouse, as a person would.
