@@ -289,11 +289,7 @@ async fn the_page_says_hola_over_wss_through(kind: Kind) {
         format!("Conectado a wss://{NAME}:{}/ws", system.web.port())
     );
     browser.type_message("Hola\u{E007}").await;
-    browser
-        .wait_text("registro", "HOLA", |t| {
-            t.contains("Recibido del servidor: HOLA")
-        })
-        .await;
+    browser.wait_answer("HOLA").await;
     browser.close().await;
 
     for foreign in [

@@ -22,21 +22,13 @@ async fn the_page_sends_hola_and_shows_hola_in_uppercase() {
     // Typed, then the Enviar button.
     browser.type_message("Hola").await;
     browser.click("enviar").await;
-    let log = browser
-        .wait_text("registro", "HOLA", |t| {
-            t.contains("Recibido del servidor: HOLA")
-        })
-        .await;
+    let log = browser.wait_answer("HOLA").await;
     assert!(log.contains("-> Hola"), "{log}");
     assert!(log.contains(" ms"), "the round trip time: {log}");
 
     // Typed, then Enter.
     browser.type_message("ñandú straße\u{E007}").await;
-    browser
-        .wait_text("registro", "ÑANDÚ STRASSE", |t| {
-            t.contains("Recibido del servidor: ÑANDÚ STRASSE")
-        })
-        .await;
+    browser.wait_answer("ÑANDÚ STRASSE").await;
     browser.screenshot("pagina.png").await;
     // Read last: by now the page and everything it asks for has loaded.
     let errors = browser.console_errors().await;
@@ -82,11 +74,7 @@ async fn the_page_reconnects_by_itself_when_servidor_comes_back() {
         })
         .await;
     browser.type_message("de nuevo\u{E007}").await;
-    browser
-        .wait_text("registro", "DE NUEVO", |t| {
-            t.contains("Recibido del servidor: DE NUEVO")
-        })
-        .await;
+    browser.wait_answer("DE NUEVO").await;
     browser.close().await;
 }
 
@@ -116,11 +104,7 @@ async fn the_page_is_readable_on_a_360_px_phone() {
     browser.goto(&page_url(bridge.addr)).await;
     browser.wait_connected().await;
     browser.type_message("hola desde el móvil\u{E007}").await;
-    browser
-        .wait_text("registro", "the answer", |t| {
-            t.contains("HOLA DESDE EL MÓVIL")
-        })
-        .await;
+    browser.wait_answer("HOLA DESDE EL MÓVIL").await;
     let overflow = browser
         .execute(
             "return document.documentElement.scrollWidth - window.innerWidth",
@@ -205,11 +189,7 @@ async fn with_its_csp_in_force_the_page_reaches_only_its_bridges() {
     let status = browser.wait_connected().await;
     assert_eq!(status, format!("Conectado a ws://{}/ws", other.addr));
     browser.type_message("Hola\u{E007}").await;
-    browser
-        .wait_text("registro", "HOLA", |t| {
-            t.contains("Recibido del servidor: HOLA")
-        })
-        .await;
+    browser.wait_answer("HOLA").await;
     // Any other address is refused by the page's own policy, before a
     // byte leaves the browser.
     let refused = browser

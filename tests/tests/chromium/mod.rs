@@ -114,35 +114,22 @@ impl Browser {
             Owner::Shared => started(),
             Owner::Own(chromium) => chromium,
         };
-        let call = |method, params| async move {
-            within(PATIENCE, method, chromium.call(None, method, params))
+        // Each step answers with the id the next one needs.
+        let id_from = |method, params, field: &'static str| async move {
+            let answer = within(PATIENCE, method, chromium.call(None, method, params))
                 .await
-                .unwrap_or_else(|e| panic!("{method}: {e}"))
+                .unwrap_or_else(|e| panic!("{method}: {e}"));
+            match answer[field].as_str() {
+                Some(id) => id.to_owned(),
+                None => panic!("{method} gave no {field}: {answer}"),
+            }
         };
-        let context = call(
-            "Target.createBrowserContext",
-            json!({ "disposeOnDetach": true }),
-        )
-        .await["browserContextId"]
-            .as_str()
-            .expect("a context id")
-            .to_owned();
-        let target = call(
-            "Target.createTarget",
-            json!({ "url": "about:blank", "browserContextId": context }),
-        )
-        .await["targetId"]
-            .as_str()
-            .expect("a target id")
-            .to_owned();
-        let session = call(
-            "Target.attachToTarget",
-            json!({ "targetId": target, "flatten": true }),
-        )
-        .await["sessionId"]
-            .as_str()
-            .expect("a session id")
-            .to_owned();
+        let created = json!({ "disposeOnDetach": true });
+        let context = id_from("Target.createBrowserContext", created, "browserContextId").await;
+        let blank = json!({ "url": "about:blank", "browserContextId": context });
+        let target = id_from("Target.createTarget", blank, "targetId").await;
+        let attach = json!({ "targetId": target, "flatten": true });
+        let session = id_from("Target.attachToTarget", attach, "sessionId").await;
         let events = Arc::new(watch::Sender::new(PageEvents::default()));
         let following = chromium.follow(&session, events.clone());
         within(PATIENCE, "following the page", following).await;
@@ -326,6 +313,14 @@ impl Browser {
                 self.text_of(id).await
             ),
         }
+    }
+
+    /// Waits until the history shows `answer` received from servidor
+    /// (`Recibido del servidor: …`); returns the history.
+    pub async fn wait_answer(&self, answer: &str) -> String {
+        let line = format!("Recibido del servidor: {answer}");
+        self.wait_text("registro", answer, |t| t.contains(&line))
+            .await
     }
 
     /// Waits until the page says it is connected; returns its status.
